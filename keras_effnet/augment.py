@@ -1,0 +1,524 @@
+"""AutoAugment, RandAugment, MixUp and CutMix in TensorFlow 2 ops.
+
+Every image op takes and returns a uint8 tensor [H, W, 3] and runs inside
+`tf.data.Dataset.map` (graph mode, no Python side effects, no tfa / tf.contrib).
+Op semantics follow the EfficientNet reference implementation
+(tensorflow/tpu models/official/efficientnet/autoaugment.py), which defined them
+as equivalents of PIL's ImageOps / ImageEnhance; the tests check each op against
+PIL. One deliberate difference: the reference `contrast` used
+``num_pixels / 256`` as the "mean" (a known bug); here it is the rounded mean of
+the grayscale image, exactly as PIL's ImageEnhance.Contrast.
+
+Randomness is stateless: every random function takes a `seed` (int32/int64
+tensor of shape [2]); pass None to draw one from the global generator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+_MAX_LEVEL = 10.0
+FILL_VALUE = 128  # grey fill for pixels uncovered by geometric ops (reference: 128)
+
+# ---------------------------------------------------------------------------
+# seeds
+
+
+def _as_seed(seed) -> tf.Tensor:
+    """A stateless-op seed (int64 [2]); None draws one from the global RNG."""
+    if seed is None:
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int64)
+    return tf.cast(seed, tf.int64)
+
+
+def _split(seed, num: int) -> list[tf.Tensor]:
+    seeds = tf.random.experimental.stateless_split(_as_seed(seed), num=num)
+    return [seeds[i] for i in range(num)]
+
+
+def _uniform(seed, minval=0.0, maxval=1.0) -> tf.Tensor:
+    return tf.random.stateless_uniform([], seed=seed, minval=minval, maxval=maxval)
+
+
+# ---------------------------------------------------------------------------
+# pixel ops (exact PIL equivalents)
+
+
+def _apply_lut(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
+    """Maps uint8 values through a lookup table: lut [256] or per channel [3, 256]."""
+    lut = tf.cast(tf.clip_by_value(lut, 0, 255), tf.uint8)
+    idx = tf.cast(image, tf.int32)
+    if lut.shape.rank == 2:
+        idx = idx + tf.constant([0, 256, 512], tf.int32)
+        lut = tf.reshape(lut, [-1])
+    return tf.gather(lut, idx)
+
+
+def identity(image: tf.Tensor) -> tf.Tensor:
+    return tf.convert_to_tensor(image)
+
+
+def invert(image: tf.Tensor) -> tf.Tensor:
+    """PIL ImageOps.invert."""
+    return 255 - tf.convert_to_tensor(image)
+
+
+def posterize(image: tf.Tensor, bits) -> tf.Tensor:
+    """PIL ImageOps.posterize: keep the `bits` (0..8) most significant bits."""
+    shift = 8 - tf.cast(bits, tf.int32)
+    mask = tf.cast(256 - tf.bitwise.left_shift(1, shift), tf.uint8)
+    return tf.bitwise.bitwise_and(image, mask)
+
+
+def solarize(image: tf.Tensor, threshold=128) -> tf.Tensor:
+    """PIL ImageOps.solarize: invert values >= threshold (0..256)."""
+    image = tf.convert_to_tensor(image)
+    keep = tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32)
+    return tf.where(keep, image, 255 - image)
+
+
+def solarize_add(image: tf.Tensor, addition=0, threshold=128) -> tf.Tensor:
+    """Add `addition` (clipped to 0..255) to values below `threshold`."""
+    image = tf.convert_to_tensor(image)
+    values = tf.cast(image, tf.int32)
+    added = tf.cast(tf.clip_by_value(values + tf.cast(addition, tf.int32), 0, 255), tf.uint8)
+    return tf.where(values < tf.cast(threshold, tf.int32), added, image)
+
+
+def autocontrast(image: tf.Tensor) -> tf.Tensor:
+    """PIL ImageOps.autocontrast (cutoff 0): stretch each channel to 0..255."""
+    image = tf.convert_to_tensor(image)
+    lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float64)  # [3]
+    hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float64)
+    scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1.0), 1.0)
+    offset = tf.where(hi > lo, -lo * scale, 0.0)
+    levels = tf.range(256, dtype=tf.float64)
+    lut = tf.floor(levels[None, :] * scale[:, None] + offset[:, None])  # [3, 256]
+    return _apply_lut(image, tf.cast(lut, tf.int32))
+
+
+def _channel_histograms(image: tf.Tensor) -> tf.Tensor:
+    """Histograms of the three channels, int32 [3, 256]."""
+    idx = tf.cast(image, tf.int32) + tf.constant([0, 256, 512], tf.int32)
+    counts = tf.math.bincount(tf.reshape(idx, [-1]), minlength=768, maxlength=768)
+    return tf.reshape(counts, [3, 256])
+
+
+def equalize(image: tf.Tensor) -> tf.Tensor:
+    """PIL ImageOps.equalize, per channel."""
+    image = tf.convert_to_tensor(image)
+    hist = _channel_histograms(image)  # [3, 256]
+    # The count in the highest non-empty bin is left out of the step (as PIL does).
+    nonzero = hist > 0
+    last_index = 255 - tf.argmax(tf.reverse(tf.cast(nonzero, tf.int32), [1]), axis=1, output_type=tf.int32)
+    last_count = tf.gather(hist, last_index, batch_dims=1)
+    step = (tf.reduce_sum(hist, axis=1) - last_count) // 255  # [3]
+    safe_step = tf.maximum(step, 1)[:, None]
+    exclusive_cumsum = tf.cumsum(hist, axis=1, exclusive=True)
+    lut = (exclusive_cumsum + safe_step // 2) // safe_step
+    lut = tf.where(step[:, None] > 0, lut, tf.range(256)[None, :])
+    return _apply_lut(image, lut)
+
+
+# ---------------------------------------------------------------------------
+# enhance ops: blend with a degenerate image (PIL ImageEnhance)
+
+
+def blend(image1: tf.Tensor, image2: tf.Tensor, factor) -> tf.Tensor:
+    """image1 + factor * (image2 - image1), truncated to uint8 (PIL Image.blend)."""
+    image1 = tf.cast(image1, tf.float32)
+    image2 = tf.cast(image2, tf.float32)
+    factor = tf.cast(factor, tf.float32)
+    mixed = image1 + factor * (image2 - image1)
+    return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
+
+
+def _grayscale(image: tf.Tensor) -> tf.Tensor:
+    """PIL's convert("L") in its fixed-point form (ITU-R 601-2 luma), int32 [H, W, 1]."""
+    rgb = tf.cast(image, tf.int32)
+    luma = rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000
+    return tf.bitwise.right_shift(luma, 16)[..., None]
+
+
+def color(image: tf.Tensor, factor) -> tf.Tensor:
+    """PIL ImageEnhance.Color (saturation); factor 0 is grayscale, 1 the original."""
+    degenerate = tf.tile(_grayscale(image), [1, 1, 3])
+    return blend(degenerate, image, factor)
+
+
+def contrast(image: tf.Tensor, factor) -> tf.Tensor:
+    """PIL ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
+    gray = _grayscale(image)
+    mean = tf.floor(tf.reduce_mean(tf.cast(gray, tf.float64)) + 0.5)
+    degenerate = tf.fill(tf.shape(image), tf.cast(mean, tf.float32))
+    return blend(degenerate, image, factor)
+
+
+def brightness(image: tf.Tensor, factor) -> tf.Tensor:
+    """PIL ImageEnhance.Brightness: blend with black."""
+    return blend(tf.zeros_like(image), image, factor)
+
+
+def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
+    """PIL ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (border kept)."""
+    image = tf.convert_to_tensor(image)
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+    smooth = tf.nn.depthwise_conv2d(
+        tf.cast(image, tf.float32)[None], kernel, strides=[1, 1, 1, 1], padding="VALID"
+    )[0]
+    smooth = tf.cast(tf.clip_by_value(tf.round(smooth), 0.0, 255.0), tf.uint8)
+    # PIL leaves the one-pixel border unfiltered.
+    padded = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
+    inside = tf.pad(tf.ones_like(smooth, dtype=tf.bool), [[1, 1], [1, 1], [0, 0]])
+    degenerate = tf.where(inside, padded, image)
+    return blend(degenerate, image, factor)
+
+
+# ---------------------------------------------------------------------------
+# geometric ops (nearest neighbour, uncovered pixels filled with `replace`)
+
+
+def _transform(image: tf.Tensor, matrix: Sequence, replace=FILL_VALUE) -> tf.Tensor:
+    """Projective transform; `matrix` maps output (x, y) to input coordinates.
+
+    `matrix` is [a0, a1, a2, b0, b1, b2, c0, c1] as in tf.raw_ops.ImageProjectiveTransformV3.
+    """
+    image = tf.convert_to_tensor(image)
+    transforms = tf.reshape(tf.cast(tf.stack(matrix), tf.float32), [1, 8])
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=transforms,
+        output_shape=tf.shape(image)[:2],
+        fill_value=tf.cast(replace, tf.float32),
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )
+    return out[0]
+
+
+def rotate(image: tf.Tensor, degrees, replace=FILL_VALUE) -> tf.Tensor:
+    """Rotate counter-clockwise by `degrees` about the centre (PIL Image.rotate)."""
+    image = tf.convert_to_tensor(image)
+    radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    cos, sin = tf.cos(radians), tf.sin(radians)
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+    return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
+
+
+def shear_x(image: tf.Tensor, level, replace=FILL_VALUE) -> tf.Tensor:
+    """Output (x, y) takes input (x + level * y, y) (PIL AFFINE (1, level, 0, 0, 1, 0))."""
+    level = tf.cast(level, tf.float32)
+    return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+
+
+def shear_y(image: tf.Tensor, level, replace=FILL_VALUE) -> tf.Tensor:
+    """Output (x, y) takes input (x, level * x + y) (PIL AFFINE (1, 0, 0, level, 1, 0))."""
+    level = tf.cast(level, tf.float32)
+    return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
+
+
+def translate_x(image: tf.Tensor, pixels, replace=FILL_VALUE) -> tf.Tensor:
+    """Output (x, y) takes input (x + pixels, y): content moves left for pixels > 0."""
+    pixels = tf.cast(pixels, tf.float32)
+    return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+
+
+def translate_y(image: tf.Tensor, pixels, replace=FILL_VALUE) -> tf.Tensor:
+    """Output (x, y) takes input (x, y + pixels): content moves up for pixels > 0."""
+    pixels = tf.cast(pixels, tf.float32)
+    return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
+
+
+def cutout_at(image: tf.Tensor, center_y, center_x, pad_size, replace=FILL_VALUE) -> tf.Tensor:
+    """Fill the square [cy - pad, cy + pad) x [cx - pad, cx + pad) (clipped) with `replace`."""
+    image = tf.convert_to_tensor(image)
+    rows = tf.range(tf.shape(image)[0])[:, None]
+    cols = tf.range(tf.shape(image)[1])[None, :]
+    inside = (
+        (rows >= center_y - pad_size) & (rows < center_y + pad_size)
+        & (cols >= center_x - pad_size) & (cols < center_x + pad_size)
+    )
+    fill = tf.cast(tf.fill(tf.shape(image), tf.cast(replace, image.dtype)), image.dtype)
+    return tf.where(inside[..., None], fill, image)
+
+
+def cutout(image: tf.Tensor, pad_size, replace=FILL_VALUE, seed=None) -> tf.Tensor:
+    """Cutout (arXiv:1708.04552): a 2*pad_size square at a uniformly random centre."""
+    image = tf.convert_to_tensor(image)
+    seed_y, seed_x = _split(seed, 2)
+    shape = tf.shape(image)
+    cy = tf.random.stateless_uniform([], seed_y, maxval=shape[0], dtype=tf.int32)
+    cx = tf.random.stateless_uniform([], seed_x, maxval=shape[1], dtype=tf.int32)
+    return cutout_at(image, cy, cx, tf.cast(pad_size, tf.int32), replace)
+
+
+# ---------------------------------------------------------------------------
+# levels -> arguments (reference: level_to_arg)
+
+
+def _negate_half(value, seed) -> tf.Tensor:
+    """With probability 0.5 flip the sign (the reference's _randomly_negate_tensor)."""
+    value = tf.cast(value, tf.float32)
+    return tf.where(_uniform(seed) < 0.5, -value, value)
+
+
+def _enhance_factor(level: float) -> float:
+    return (level / _MAX_LEVEL) * 1.8 + 0.1
+
+
+# name -> fn(image, level, seed, hparams) ; hparams: translate_const, cutout_const, replace
+def _op_table() -> dict[str, Callable]:
+    def geometric(fn, scale_key):
+        def apply(image, level, seed, hp):
+            scale = hp[scale_key] if isinstance(scale_key, str) else scale_key
+            return fn(image, _negate_half(level / _MAX_LEVEL * scale, seed), hp["replace"])
+        return apply
+
+    return {
+        "Identity": lambda image, level, seed, hp: identity(image),
+        "AutoContrast": lambda image, level, seed, hp: autocontrast(image),
+        "Equalize": lambda image, level, seed, hp: equalize(image),
+        "Invert": lambda image, level, seed, hp: invert(image),
+        "Rotate": geometric(rotate, 30.0),
+        "Posterize": lambda image, level, seed, hp: posterize(image, int(level / _MAX_LEVEL * 4)),
+        # The AutoAugment paper's ImageNet policy maps levels to 4..8 bits.
+        "PosterizeOriginal": lambda image, level, seed, hp: posterize(
+            image, 4 + int(level / _MAX_LEVEL * 4)),
+        "Solarize": lambda image, level, seed, hp: solarize(image, int(level / _MAX_LEVEL * 256)),
+        "SolarizeAdd": lambda image, level, seed, hp: solarize_add(image, int(level / _MAX_LEVEL * 110)),
+        "Color": lambda image, level, seed, hp: color(image, _enhance_factor(level)),
+        "Contrast": lambda image, level, seed, hp: contrast(image, _enhance_factor(level)),
+        "Brightness": lambda image, level, seed, hp: brightness(image, _enhance_factor(level)),
+        "Sharpness": lambda image, level, seed, hp: sharpness(image, _enhance_factor(level)),
+        "ShearX": geometric(shear_x, 0.3),
+        "ShearY": geometric(shear_y, 0.3),
+        "TranslateX": geometric(translate_x, "translate_const"),
+        "TranslateY": geometric(translate_y, "translate_const"),
+        "Cutout": lambda image, level, seed, hp: cutout(
+            image, int(level / _MAX_LEVEL * hp["cutout_const"]), hp["replace"], seed),
+    }
+
+
+OPS = _op_table()
+"""Name -> fn(image_uint8, level (0..10, may exceed 10 for RandAugment), seed, hparams)."""
+
+# ---------------------------------------------------------------------------
+# policies: lists of sub-policies, each a list of (op name, probability, level)
+
+POLICIES: dict[str, list[list[tuple[str, float, int]]]] = {
+    # EfficientNet's AutoAugment policy (tensorflow/tpu efficientnet/autoaugment.py policy_v0).
+    "v0": [
+        [("Equalize", 0.8, 1), ("ShearY", 0.8, 4)],
+        [("Color", 0.4, 9), ("Equalize", 0.6, 3)],
+        [("Color", 0.4, 1), ("Rotate", 0.6, 8)],
+        [("Solarize", 0.8, 3), ("Equalize", 0.4, 7)],
+        [("Solarize", 0.4, 2), ("Solarize", 0.6, 2)],
+        [("Color", 0.2, 0), ("Equalize", 0.8, 8)],
+        [("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)],
+        [("ShearX", 0.2, 9), ("Rotate", 0.6, 8)],
+        [("Color", 0.6, 1), ("Equalize", 1.0, 2)],
+        [("Invert", 0.4, 9), ("Rotate", 0.6, 0)],
+        [("Equalize", 1.0, 9), ("ShearY", 0.6, 3)],
+        [("Color", 0.4, 7), ("Equalize", 0.6, 0)],
+        [("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)],
+        [("Solarize", 0.6, 8), ("Color", 0.6, 9)],
+        [("Solarize", 0.2, 4), ("Rotate", 0.8, 9)],
+        [("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)],
+        [("ShearX", 0.0, 0), ("Solarize", 0.8, 4)],
+        [("ShearY", 0.8, 0), ("Color", 0.6, 4)],
+        [("Color", 1.0, 0), ("Rotate", 0.6, 2)],
+        [("Equalize", 0.8, 4), ("Equalize", 0.0, 8)],
+        [("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)],
+        [("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)],
+        [("Posterize", 0.8, 2), ("Solarize", 0.6, 10)],
+        [("Solarize", 0.6, 8), ("Equalize", 0.6, 1)],
+        [("Color", 0.8, 6), ("Rotate", 0.4, 5)],
+    ],
+    # The ImageNet policy of the AutoAugment paper (arXiv:1805.09501, appendix table 9).
+    "original": [
+        [("PosterizeOriginal", 0.4, 8), ("Rotate", 0.6, 9)],
+        [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+        [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)],
+        [("PosterizeOriginal", 0.6, 7), ("PosterizeOriginal", 0.6, 6)],
+        [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)],
+        [("Equalize", 0.4, 4), ("Rotate", 0.8, 8)],
+        [("Solarize", 0.6, 3), ("Equalize", 0.6, 7)],
+        [("PosterizeOriginal", 0.8, 5), ("Equalize", 1.0, 2)],
+        [("Rotate", 0.2, 3), ("Solarize", 0.6, 8)],
+        [("Equalize", 0.6, 8), ("PosterizeOriginal", 0.4, 6)],
+        [("Rotate", 0.8, 8), ("Color", 0.4, 0)],
+        [("Rotate", 0.4, 9), ("Equalize", 0.6, 2)],
+        [("Equalize", 0.0, 7), ("Equalize", 0.8, 8)],
+        [("Invert", 0.6, 4), ("Equalize", 1.0, 8)],
+        [("Color", 0.6, 4), ("Contrast", 1.0, 8)],
+        [("Rotate", 0.8, 8), ("Color", 1.0, 2)],
+        [("Color", 0.8, 8), ("Solarize", 0.8, 7)],
+        [("Sharpness", 0.4, 7), ("Invert", 0.6, 8)],
+        [("ShearX", 0.6, 5), ("Equalize", 1.0, 9)],
+        [("Color", 0.4, 0), ("Equalize", 0.6, 3)],
+        [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)],
+        [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+        [("Invert", 0.6, 4), ("Equalize", 1.0, 8)],
+        [("Color", 0.6, 4), ("Contrast", 1.0, 8)],
+        [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)],
+    ],
+    # The reference's debugging policy.
+    "test": [[("TranslateX", 1.0, 4), ("Equalize", 1.0, 10)]],
+}
+
+AUTOAUGMENT_HPARAMS = {"cutout_const": 100, "translate_const": 250, "replace": FILL_VALUE}
+RANDAUGMENT_HPARAMS = {"cutout_const": 40, "translate_const": 100, "replace": FILL_VALUE}
+
+# RandAugment's op list in the reference's order (Identity is not among them there).
+RANDAUGMENT_OPS = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
+    "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
+    "Cutout", "SolarizeAdd",
+)
+
+
+def apply_with_probability(image, op_name: str, probability: float, level: float, seed=None,
+                           hparams: dict | None = None) -> tf.Tensor:
+    """Apply one named op with `probability` (a Python float), as one sub-policy step."""
+    if op_name not in OPS:
+        raise ValueError(f"Unknown augmentation op {op_name!r}; choose from {sorted(OPS)}.")
+    hparams = hparams or AUTOAUGMENT_HPARAMS
+    seed_apply, seed_op = _split(seed, 2)
+    image = tf.convert_to_tensor(image)
+    if probability <= 0.0:
+        return image
+    if probability >= 1.0:
+        return OPS[op_name](image, level, seed_op, hparams)
+    return tf.cond(
+        _uniform(seed_apply) < probability,
+        lambda: OPS[op_name](image, level, seed_op, hparams),
+        lambda: image,
+    )
+
+
+def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
+                hparams: dict | None = None) -> tf.Tensor:
+    """Apply one uniformly chosen sub-policy of an AutoAugment policy to a uint8 image.
+
+    Args:
+      image: uint8 [H, W, 3].
+      policy: a name in `POLICIES` ("v0" as used by EfficientNet, "original" the paper's
+        ImageNet policy, "test") or a list of sub-policies [[(op, prob, level), ...], ...].
+      seed: int64 [2] for stateless randomness, or None.
+      hparams: translate_const (pixels, 250), cutout_const (100), replace (fill, 128).
+    """
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise ValueError(f"Unknown AutoAugment policy {policy!r}; choose from {sorted(POLICIES)}.")
+        policy = POLICIES[policy]
+    hparams = hparams or AUTOAUGMENT_HPARAMS
+    image = tf.convert_to_tensor(image)
+    seed_choice, seed_apply = _split(seed, 2)
+    choice = tf.random.stateless_uniform([], seed_choice, maxval=len(policy), dtype=tf.int32)
+
+    def make_branch(sub_policy):
+        def branch():
+            out = image
+            for step_seed, (name, prob, level) in zip(_split(seed_apply, len(sub_policy)), sub_policy):
+                out = apply_with_probability(out, name, prob, level, step_seed, hparams)
+            return out
+        return branch
+
+    out = tf.switch_case(choice, [make_branch(sp) for sp in policy])
+    return tf.ensure_shape(out, image.shape)
+
+
+def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10, seed=None,
+                ops: Sequence[str] = RANDAUGMENT_OPS, hparams: dict | None = None) -> tf.Tensor:
+    """RandAugment (arXiv:1909.13719): `num_layers` uniformly chosen ops, each at `magnitude`.
+
+    As in the reference, a chosen op is always applied (no per-op probability).
+    """
+    for name in ops:
+        if name not in OPS:
+            raise ValueError(f"Unknown augmentation op {name!r}; choose from {sorted(OPS)}.")
+    hparams = hparams or RANDAUGMENT_HPARAMS
+    image = tf.convert_to_tensor(image)
+    level = float(magnitude)
+    for layer_seed in _split(seed, num_layers) if num_layers else []:
+        seed_choice, seed_op = _split(layer_seed, 2)
+        choice = tf.random.stateless_uniform([], seed_choice, maxval=len(ops), dtype=tf.int32)
+        current = image
+        image = tf.switch_case(
+            choice,
+            [lambda name=name: OPS[name](current, level, seed_op, hparams) for name in ops],
+        )
+        image = tf.ensure_shape(image, current.shape)
+    return image
+
+
+# ---------------------------------------------------------------------------
+# batch-level label mixing
+
+
+def _sample_beta(alpha: float, seed) -> tf.Tensor:
+    seed_a, seed_b = _split(seed, 2)
+    a = tf.random.stateless_gamma([], seed_a, alpha=alpha)
+    b = tf.random.stateless_gamma([], seed_b, alpha=alpha)
+    return a / tf.maximum(a + b, 1e-12)
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
+    """MixUp (arXiv:1710.09412) of a batch with its reverse; one λ ~ Beta(α, α) per batch.
+
+    Args: images float32 [B, H, W, 3]; labels one-hot float32 [B, C].
+    """
+    lam = _sample_beta(alpha, _as_seed(seed))
+    images = tf.cast(images, tf.float32)
+    labels = tf.cast(labels, tf.float32)
+    mixed_images = lam * images + (1.0 - lam) * tf.reverse(images, [0])
+    mixed_labels = lam * labels + (1.0 - lam) * tf.reverse(labels, [0])
+    return mixed_images, mixed_labels
+
+
+def cutmix(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
+    """CutMix (arXiv:1905.04899): paste a box from the reversed batch; labels by area."""
+    seed_lam, seed_y, seed_x = _split(seed, 3)
+    lam = _sample_beta(alpha, seed_lam)
+    images = tf.cast(images, tf.float32)
+    labels = tf.cast(labels, tf.float32)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    ratio = tf.sqrt(1.0 - lam)
+    cut_h = tf.cast(ratio * tf.cast(height, tf.float32), tf.int32)
+    cut_w = tf.cast(ratio * tf.cast(width, tf.float32), tf.int32)
+    cy = tf.random.stateless_uniform([], seed_y, maxval=height, dtype=tf.int32)
+    cx = tf.random.stateless_uniform([], seed_x, maxval=width, dtype=tf.int32)
+    y0, y1 = tf.maximum(cy - cut_h // 2, 0), tf.minimum(cy + cut_h // 2, height)
+    x0, x1 = tf.maximum(cx - cut_w // 2, 0), tf.minimum(cx + cut_w // 2, width)
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    mixed_images = tf.where(box[None, :, :, None], tf.reverse(images, [0]), images)
+    kept = 1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(height * width, tf.float32)
+    mixed_labels = kept * labels + (1.0 - kept) * tf.reverse(labels, [0])
+    return mixed_images, mixed_labels
+
+
+def mix_batch(images, labels, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, seed=None):
+    """MixUp and/or CutMix on a batch; with both, each batch gets one of them (50/50)."""
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return images, labels
+    if cutmix_alpha <= 0:
+        return mixup(images, labels, mixup_alpha, seed)
+    if mixup_alpha <= 0:
+        return cutmix(images, labels, cutmix_alpha, seed)
+    seed_choice, seed_mix = _split(seed, 2)
+    return tf.cond(
+        _uniform(seed_choice) < 0.5,
+        lambda: mixup(images, labels, mixup_alpha, seed_mix),
+        lambda: cutmix(images, labels, cutmix_alpha, seed_mix),
+    )

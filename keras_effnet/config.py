@@ -1,0 +1,327 @@
+"""The typed configuration tree of a training or evaluation job.
+
+One ``Config`` (model, data, augmentation, optimizer, schedule, runtime) is loaded from YAML files
+(later files win), then ``section.key=value`` overrides. Unknown keys and values of the wrong type
+are errors that name the key. The defaults of the dataclasses are the published ImageNet recipe for
+B0 (REFERENCE.md section 5); ``DEMO_YAML`` (= ``configs/demo.yaml``) is the embedded default job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Union
+
+import yaml
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which network to train.
+
+    ``name`` is a published variant (``efficientnet-b0``, ``b3``, ``lite0`` ...). ``phi`` instead
+    scales B0 by the compound rule (``scaling.compound_spec``); ``width``/``depth``/``resolution``
+    override single coefficients of either. ``weights`` initialises the backbone from a named weight
+    set or a ``.weights.h5``/``.keras`` file; with ``new_head`` the classifier is re-initialised for
+    ``num_classes`` (fine-tuning). ``num_classes`` defaults to the dataset's.
+    """
+
+    name: str = "efficientnet-b0"
+    phi: float | None = None
+    width: float | None = None
+    depth: float | None = None
+    resolution: int | None = None
+    dropout_rate: float | None = None
+    stochastic_depth_rate: float = 0.2
+    num_classes: int | None = None
+    weights: str | None = None
+    new_head: bool = False
+    freeze_backbone: bool = False
+    sync_batch_norm: bool = False
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Input pipeline (``keras_effnet.data.make_dataset``). ``batch_size`` is GLOBAL (all replicas)."""
+
+    source: str = "tfds:imagenet2012"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    data_dir: str | None = None
+    image_size: int | None = None
+    batch_size: int = 4096
+    eval_batch_size: int | None = None
+    cache: bool = False
+    num_train_examples: int | None = None
+
+
+@dataclasses.dataclass
+class AugmentationConfig:
+    """Training augmentation: ``name`` is ``autoaugment``, ``randaugment`` or ``none``."""
+
+    name: str = "autoaugment"
+    randaugment_layers: int = 2
+    randaugment_magnitude: int = 10
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Optimiser, loss and EMA.
+
+    ``name``: ``rmsprop`` (TF1 semantics, the recipe), ``sgd`` (Nesterov momentum) or ``adam``.
+    ``lr_per_256``: learning rate for a global batch of 256; the trainer scales it linearly.
+    ``weight_decay``: coefficient of the explicit L2 term ``wd * sum(w**2) / 2`` over non-BN weights.
+    ``ema_decay``: 0 disables the EMA; ``ema_warmup`` uses ``min(decay, (1 + t) / (10 + t))``.
+    """
+
+    name: str = "rmsprop"
+    lr_per_256: float = 0.016
+    rho: float = 0.9
+    momentum: float = 0.9
+    epsilon: float = 1e-3
+    weight_decay: float = 1e-5
+    weight_decay_biases: bool = True
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    clipnorm: float | None = None
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """Learning-rate schedule in epochs. ``decay``: ``exponential`` (the recipe), ``cosine``, ``constant``."""
+
+    epochs: float = 350.0
+    warmup_epochs: float = 5.0
+    decay: str = "exponential"
+    decay_rate: float = 0.97
+    decay_epochs: float = 2.4
+    staircase: bool = True
+    min_lr: float = 0.0
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Where and how the job runs, checkpoints and logs.
+
+    ``strategy``: ``default``, ``one_device``, ``mirrored``, ``multi_worker_mirrored`` or ``tpu``.
+    ``checkpoint_every_steps``: 0 saves only at epoch ends. ``max_steps`` stops early (smoke tests).
+    """
+
+    model_dir: str | None = None
+    strategy: str = "default"
+    tpu: str | None = None
+    num_gpus: int | None = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    seed: int | None = 0
+    deterministic: bool = False
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    eval_every_epochs: int = 1
+    log_every_steps: int = 100
+    steps_per_epoch: int | None = None
+    eval_steps: int | None = None
+    max_steps: int | None = None
+    progress_bar: bool = True
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole job: ``Config.from_dict``/``load_config`` validate every key and type."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augmentation: AugmentationConfig = dataclasses.field(default_factory=AugmentationConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        return merge(cls(), values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+CHOICES = {
+    "augmentation.name": ("autoaugment", "randaugment", "none"),
+    "optimizer.name": ("rmsprop", "sgd", "adam"),
+    "schedule.decay": ("exponential", "cosine", "constant"),
+    "runtime.strategy": ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
+    "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+}
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, converting the safe cases (int->float, '1e-5')."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ValueError as error:
+                errors.append(error)
+        raise errors[0]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported annotation {annotation} for {key}")
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ValueError(f"config key '{key}' expects {name}, got {value!r}")
+
+
+def merge(config: Any, values: dict, prefix: str = "") -> Any:
+    """A copy of dataclass ``config`` with ``values`` (a nested dict) applied, validated."""
+    if values is None:
+        return config
+    if not isinstance(values, dict):
+        raise ValueError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
+                         f"got {values!r}")
+    types_ = _field_types(type(config))
+    updates = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in types_:
+            known = ", ".join(f"{prefix}{k}" for k in types_)
+            raise ValueError(f"unknown config key '{full}'; known keys here: {known}")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            updates[key] = merge(current, value, prefix=f"{full}.")
+        else:
+            updates[key] = _coerce(value, types_[key], full)
+            choices = CHOICES.get(full)
+            if choices is not None and updates[key] not in choices:
+                raise ValueError(f"config key '{full}' must be one of {', '.join(choices)}, "
+                                 f"got {updates[key]!r}")
+    return dataclasses.replace(config, **updates)
+
+
+def parse_override(text: str) -> dict:
+    """``"optimizer.lr_per_256=0.02"`` -> ``{"optimizer": {"lr_per_256": 0.02}}`` (value as YAML)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ValueError(f"override {text!r} has an empty key")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_yaml(path: str) -> dict:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping at the top level")
+    return values
+
+
+def load_config(paths: list[str] | tuple[str, ...] | str | None = None,
+                overrides: list[str] | tuple[str, ...] | None = None,
+                base: Config | None = None) -> Config:
+    """Defaults (or ``base``), then each YAML file in order, then ``key=value`` overrides.
+
+    Errors name the file and the offending key.
+    """
+    config = base or Config()
+    if isinstance(paths, str):
+        paths = [paths]
+    for path in paths or []:
+        try:
+            config = merge(config, load_yaml(path))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+    for text in overrides or []:
+        try:
+            config = merge(config, parse_override(text))
+        except ValueError as error:
+            raise ValueError(f"--set {text}: {error}") from None
+    return config
+
+
+# The embedded default job, identical to configs/demo.yaml (a test keeps them equal): a small
+# EfficientNet (compound phi=-4 at 32 px) trained on the embedded 8x8 digits dataset, upsampled.
+DEMO_YAML = """\
+# Demo: a small EfficientNet on the embedded digits dataset (10 classes), CPU-friendly.
+model:
+  name: efficientnet-b0
+  phi: -4.0               # compound scaling below B0: width 0.68, depth 0.48
+  resolution: 32
+  dropout_rate: 0.1
+  stochastic_depth_rate: 0.1
+data:
+  source: digits
+  image_size: 32
+  batch_size: 64
+  eval_batch_size: 256
+  cache: true
+augmentation:
+  name: none
+optimizer:
+  name: rmsprop           # TF1 semantics, as the recipe
+  lr_per_256: 0.064       # 0.016 at batch 64
+  weight_decay: 1.0e-5
+  label_smoothing: 0.1
+  ema_decay: 0.99         # short run: 0.9999 would average over far more steps than it has
+schedule:
+  epochs: 20
+  warmup_epochs: 1
+  decay: cosine
+runtime:
+  checkpoint_every_steps: 200
+  keep_checkpoints: 3
+  log_every_steps: 20
+"""
+
+
+def demo_config() -> Config:
+    """The embedded default job (``configs/demo.yaml``)."""
+    return Config.from_dict(yaml.safe_load(DEMO_YAML))

@@ -1,0 +1,129 @@
+"""Keras layers that hold state or behave differently in training.
+
+Both layers are registered with Keras, so models that use them save to ``.keras`` and load
+back with ``safe_mode=True`` and no ``custom_objects`` once ``keras_effnet`` is imported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+PACKAGE = "keras_effnet"
+
+# ImageNet statistics of RGB images scaled to [0, 1].
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+# Input normalisations, as (mean, stddev) of images scaled to [0, 1]:
+# output = (x / 255 - mean) / stddev for inputs x in [0, 255].
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB),
+    # EfficientNet-Lite: (x - 127) / 128 (tensorflow/tpu efficientnet_lite_builder.py).
+    "lite": ((127.0 / 255,) * 3, (128.0 / 255,) * 3),
+    # Inception-style [-1, 1], used by the AdvProp checkpoints: x / 127.5 - 1.
+    "inception": ((0.5,) * 3, (0.5,) * 3),
+}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ImageNormalization(keras.layers.Layer):
+    """Maps RGB images in [0, 255] to normalised inputs in one fused multiply-add.
+
+    ``output = x * (1 / (255 * sqrt(variance))) - mean / sqrt(variance)``, per channel.
+
+    The weights ``mean`` (3,), ``variance`` (3,) and ``count`` () have the names, shapes and
+    order of ``keras.layers.Normalization``'s, so weight files of keras.applications
+    EfficientNets (which start with such a layer) load by order. Those files store the
+    standard deviation where the variance belongs (tensorflow/tensorflow#49930);
+    ``finalize_state`` (which Keras calls after loading legacy ``.h5`` weights) recognises the
+    ImageNet standard deviation in the variance slot and squares it.
+
+    Computation runs in float32 whatever the dtype policy, so raw pixel values are never
+    rounded to half precision; the output is cast to the layer's compute dtype.
+    """
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN_RGB,
+                 stddev: tuple[float, ...] = IMAGENET_STDDEV_RGB, **kwargs):
+        super().__init__(**kwargs)
+        if len(mean) != len(stddev):
+            raise ValueError(f"mean and stddev need one value per channel, got {mean}, {stddev}")
+        if any(s <= 0 for s in stddev):
+            raise ValueError(f"stddev values must be positive, got {stddev}")
+        self.initial_mean = tuple(float(m) for m in mean)
+        self.initial_stddev = tuple(float(s) for s in stddev)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels != len(self.initial_mean):
+            raise ValueError(
+                f"ImageNormalization has {len(self.initial_mean)} channel statistics but the "
+                f"input has {channels} channels; feed RGB images [batch, height, width, 3]")
+        self.mean = self.add_weight(
+            name="mean", shape=(channels,), trainable=False, dtype="float32",
+            initializer=keras.initializers.Constant(self.initial_mean))
+        self.variance = self.add_weight(
+            name="variance", shape=(channels,), trainable=False, dtype="float32",
+            initializer=keras.initializers.Constant(np.square(self.initial_stddev)))
+        self.count = self.add_weight(
+            name="count", shape=(), trainable=False, dtype="int64", initializer="zeros")
+
+    def finalize_state(self) -> None:
+        """Repair the std-in-variance quirk of keras.applications weight files."""
+        variance = np.asarray(self.variance.numpy(), dtype=np.float64)
+        if variance.shape == (3,) and np.allclose(variance, IMAGENET_STDDEV_RGB, atol=1e-4):
+            self.variance.assign(np.square(variance).astype("float32"))
+
+    def scale_and_offset(self):
+        """Per-channel (scale, offset) with ``output = x * scale + offset``."""
+        inverse_std = ops.rsqrt(self.variance)
+        return inverse_std / 255.0, -self.mean * inverse_std
+
+    def call(self, inputs):
+        scale, offset = self.scale_and_offset()
+        outputs = ops.cast(inputs, "float32") * scale + offset
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=list(self.initial_mean), stddev=list(self.initial_stddev))
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StochasticDepth(keras.layers.Layer):
+    """Drops a residual branch for whole samples during training ("drop connect").
+
+    In training each sample's branch is kept with probability ``1 - rate`` and scaled by
+    ``1 / (1 - rate)``; at inference the layer is the identity (Huang et al. 2016; the
+    EfficientNet code's ``drop_connect``). Input: [batch, ...]; output: same shape.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"stochastic depth rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+        mask = ops.floor(noise + ops.cast(keep, inputs.dtype))
+        return inputs * (mask / ops.cast(keep, inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config

@@ -1,0 +1,329 @@
+"""Optimisation pieces of the published recipe (REFERENCE.md section 5).
+
+- ``RMSPropTF1``: RMSProp with the semantics of TF1's ``tf.compat.v1.train.RMSPropOptimizer``, which
+  the original EfficientNet code used: epsilon inside the square root and the mean-square accumulator
+  initialised to ONE (Keras' ``RMSprop`` starts it at zero, which makes the first steps huge).
+- ``WarmupExponentialDecay``: linear warm-up, then ``lr * rate ** (step / decay_steps)`` (staircase).
+- ``scaled_learning_rate``: the linear scaling rule, ``lr_per_256 * global_batch / 256``.
+- ``ExponentialMovingAverage``: EMA of the trainable weights AND the batch-norm moving statistics,
+  distribution-aware, with the original warm-up ``decay = min(decay, (1 + step) / (10 + step))``.
+- ``weight_decay_variables`` / ``l2_weight_decay``: the explicit L2 term of the recipe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+PACKAGE = "keras_effnet"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RMSPropTF1(keras.optimizers.Optimizer):
+    """RMSProp with TF1 semantics (``tf.compat.v1.train.RMSPropOptimizer``, centered=False).
+
+    Per variable ``w`` with gradient ``g`` and learning rate ``lr``::
+
+        ms  <- rho * ms + (1 - rho) * g**2          # ms starts at 1.0
+        mom <- momentum * mom + lr * g / sqrt(ms + epsilon)
+        w   <- w - mom
+
+    Args:
+        learning_rate: float or ``keras.optimizers.schedules.LearningRateSchedule``.
+        rho: decay of the mean-square accumulator (0.9 in the recipe).
+        momentum: momentum (0.9 in the recipe).
+        epsilon: added to the mean square INSIDE the square root (1e-3 in the recipe).
+        initial_accumulator: starting value of ``ms`` (TF1: 1.0).
+        **kwargs: the base ``keras.optimizers.Optimizer`` arguments (clipnorm, name, ...).
+    """
+
+    def __init__(self, learning_rate=0.016, rho=0.9, momentum=0.9, epsilon=1e-3,
+                 initial_accumulator=1.0, name="rmsprop_tf1", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho}")
+        if momentum < 0.0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.initial_accumulator = float(initial_accumulator)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        init = keras.initializers.Constant(self.initial_accumulator)
+        self._mean_squares = self.add_optimizer_variables(var_list, "rms", initializer=init)
+        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        mean_square = self._mean_squares[index]
+        momentum = self._momentums[index]
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        self.assign(mean_square, ops.add(ops.multiply(self.rho, mean_square),
+                                         ops.multiply(1.0 - self.rho, ops.square(gradient))))
+        step = ops.divide(ops.multiply(lr, gradient), ops.sqrt(ops.add(mean_square, self.epsilon)))
+        self.assign(momentum, ops.add(ops.multiply(self.momentum, momentum), step))
+        self.assign_sub(variable, momentum)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rho=self.rho, momentum=self.momentum, epsilon=self.epsilon,
+                      initial_accumulator=self.initial_accumulator)
+        return config
+
+
+def rmsprop_tf1_reference(weights, gradients, learning_rates, rho=0.9, momentum=0.9, epsilon=1e-3,
+                          initial_accumulator=1.0):
+    """NumPy reference of the TF1 update, for tests: returns the weights after each gradient."""
+    w = np.array(weights, dtype=np.float64)
+    ms = np.full_like(w, initial_accumulator)
+    mom = np.zeros_like(w)
+    history = []
+    for g, lr in zip(gradients, learning_rates):
+        g = np.asarray(g, dtype=np.float64)
+        ms = rho * ms + (1 - rho) * g * g
+        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
+        w = w - mom
+        history.append(w.copy())
+    return history
+
+
+def scaled_learning_rate(lr_per_256: float, global_batch_size: int) -> float:
+    """Linear scaling rule of the recipe: ``lr_per_256 * global_batch_size / 256``."""
+    if global_batch_size <= 0:
+        raise ValueError(f"global batch size must be positive, got {global_batch_size}")
+    return lr_per_256 * global_batch_size / 256.0
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak_lr`` over ``warmup_steps``, then exponential decay.
+
+    ``lr(step) = peak_lr * step / warmup_steps`` for ``step < warmup_steps`` and afterwards
+    ``peak_lr * decay_rate ** (step / decay_steps)`` (``floor`` of the exponent when ``staircase``),
+    floored at ``min_lr``. As in the original code the decay counts from step 0, not from the end of
+    the warm-up. ``step`` is the optimiser iteration (0 for the first update).
+
+    The recipe (REFERENCE.md section 5): ``peak_lr = 0.016 * global_batch / 256``, 5 warm-up epochs,
+    ``decay_rate = 0.97``, ``decay_steps = 2.4 epochs``, staircase.
+    """
+
+    def __init__(self, peak_lr: float, warmup_steps: int, decay_steps: float, decay_rate: float = 0.97,
+                 staircase: bool = True, min_lr: float = 0.0):
+        if peak_lr <= 0:
+            raise ValueError(f"peak_lr must be positive, got {peak_lr}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+        self.peak_lr = float(peak_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_steps = float(decay_steps)
+        self.decay_rate = float(decay_rate)
+        self.staircase = bool(staircase)
+        self.min_lr = float(min_lr)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        exponent = step / self.decay_steps
+        if self.staircase:
+            exponent = ops.floor(exponent)
+        decayed = self.peak_lr * ops.power(self.decay_rate, exponent)
+        if self.warmup_steps > 0:
+            warm = self.peak_lr * step / float(self.warmup_steps)
+            decayed = ops.where(step < self.warmup_steps, warm, decayed)
+        return ops.maximum(decayed, self.min_lr)
+
+    def value(self, step: int) -> float:
+        """The learning rate at ``step`` in plain Python (for logs and tests)."""
+        if step < self.warmup_steps:
+            return max(self.peak_lr * step / self.warmup_steps, self.min_lr)
+        exponent = step / self.decay_steps
+        if self.staircase:
+            exponent = math.floor(exponent)
+        return max(self.peak_lr * self.decay_rate ** exponent, self.min_lr)
+
+    def get_config(self):
+        return dict(peak_lr=self.peak_lr, warmup_steps=self.warmup_steps,
+                    decay_steps=self.decay_steps, decay_rate=self.decay_rate,
+                    staircase=self.staircase, min_lr=self.min_lr)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak_lr``, then half-cosine to ``min_lr`` at ``total_steps``.
+
+    Not the published recipe; useful for short runs (the demo) where 0.97 every 2.4 epochs
+    barely decays.
+    """
+
+    def __init__(self, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
+        if total_steps <= warmup_steps:
+            raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+        self.peak_lr = float(peak_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_lr = float(min_lr)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        span = float(self.total_steps - self.warmup_steps)
+        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        cosine = self.min_lr + 0.5 * (self.peak_lr - self.min_lr) * (1.0 + ops.cos(math.pi * progress))
+        if self.warmup_steps > 0:
+            warm = self.peak_lr * step / float(self.warmup_steps)
+            cosine = ops.where(step < self.warmup_steps, warm, cosine)
+        return cosine
+
+    def value(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak_lr * step / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return self.min_lr + 0.5 * (self.peak_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+    def get_config(self):
+        return dict(peak_lr=self.peak_lr, warmup_steps=self.warmup_steps,
+                    total_steps=self.total_steps, min_lr=self.min_lr)
+
+
+def _all_layers(model):
+    return model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001 (Keras API)
+
+
+def _var_id(variable):
+    return id(getattr(variable, "value", variable))
+
+
+def batch_norm_variables(model) -> list:
+    """Every variable owned by a batch-normalisation layer (gamma, beta, moving statistics)."""
+    found = []
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.extend(layer.variables)
+    return found
+
+
+def weight_decay_variables(model, include_biases: bool = True) -> list:
+    """The trainable variables the recipe decays: everything except batch-norm variables.
+
+    The original code (tensorflow/tpu ``efficientnet/main.py``) decays every trainable variable
+    whose name lacks ``batch_normalization``, biases included; ``include_biases=False`` keeps only
+    kernels (rank >= 2).
+    """
+    excluded = {_var_id(v) for v in batch_norm_variables(model)}
+    chosen = []
+    for variable in model.trainable_variables:
+        if _var_id(variable) in excluded:
+            continue
+        if not include_biases and len(variable.shape) < 2:
+            continue
+        chosen.append(variable)
+    return chosen
+
+
+def l2_weight_decay(variables, weight_decay: float):
+    """``weight_decay * sum(w**2) / 2`` in float32 (``tf.nn.l2_loss`` of the original code)."""
+    if not variables or weight_decay == 0:
+        return tf.constant(0.0, tf.float32)
+    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(_tensor(v), tf.float32)) for v in variables])
+
+
+def _tensor(variable):
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def ema_variables(model) -> list:
+    """What the EMA tracks: trainable weights plus the batch-norm moving mean/variance.
+
+    Other non-trainable floats (e.g. the fixed normalisation constants) never change, and integer
+    state (dropout seed generators) must not be averaged, so both are left out.
+    """
+    tracked = list(model.trainable_variables)
+    seen = {_var_id(v) for v in tracked}
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for variable in layer.non_trainable_variables:
+                if _var_id(variable) not in seen:
+                    tracked.append(variable)
+                    seen.add(_var_id(variable))
+    return tracked
+
+
+class ExponentialMovingAverage(tf.Module):
+    """EMA of model variables, checkpointable, working under any ``tf.distribute`` strategy.
+
+    ``decay_t = min(decay, (1 + t) / (10 + t))`` when ``warmup`` (as ``tf.train.ExponentialMovingAverage``
+    with ``num_updates=global_step`` in the original code), so short runs are not dominated by the
+    random initialisation; ``decay_t = decay`` otherwise. Create it inside ``strategy.scope()``.
+    ``apply`` and ``swap`` must be called in cross-replica context (outside ``strategy.run``).
+    """
+
+    def __init__(self, variables, decay: float = 0.9999, warmup: bool = True, name="ema"):
+        super().__init__(name=name)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self._model_variables = [_tensor(v) for v in variables]
+        self.average_variables = []
+        for variable in self._model_variables:
+            shadow = tf.Variable(variable.read_value(), trainable=False,
+                                 name=variable.name.split(":")[0].replace("/", "_") + "_ema",
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.average_variables.append(shadow)
+        self.num_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="ema_num_updates",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def current_decay(self, step=None):
+        step = self.num_updates if step is None else step
+        decay = tf.constant(self.decay, tf.float32)
+        if self.warmup:
+            t = tf.cast(step, tf.float32)
+            decay = tf.minimum(decay, (1.0 + t) / (10.0 + t))
+        return decay
+
+    @tf.autograph.experimental.do_not_convert
+    def apply(self):
+        """One EMA update from the current model variables (cross-replica context)."""
+        strategy = tf.distribute.get_strategy()
+        decay = self.current_decay()
+
+        def update(shadow, value, decay):
+            decay = tf.cast(decay, shadow.dtype)
+            return shadow.assign(shadow * decay + tf.cast(value, shadow.dtype) * (1.0 - decay))
+
+        for shadow, variable in zip(self.average_variables, self._model_variables):
+            strategy.extended.update(shadow, update, args=(variable, decay), group=False)
+        self.num_updates.assign_add(1)
+
+    @tf.autograph.experimental.do_not_convert
+    def swap(self):
+        """Exchange model and average values (call twice to undo). Cross-replica context."""
+        strategy = tf.distribute.get_strategy()
+
+        def exchange(variable, shadow):
+            saved = tf.identity(variable)
+            variable.assign(tf.cast(shadow, variable.dtype))
+            return saved
+
+        for shadow, variable in zip(self.average_variables, self._model_variables):
+            # Read both before writing either: update() runs per device with local values.
+            old = strategy.extended.update(variable, exchange, args=(shadow,), group=False)
+            strategy.extended.update(shadow, lambda s, o: s.assign(tf.cast(o, s.dtype)),
+                                     args=(old,), group=False)
+
+    @tf.autograph.experimental.do_not_convert
+    def copy_to_model(self):
+        """Overwrite the model variables with the averages (used for the final export)."""
+        strategy = tf.distribute.get_strategy()
+        for shadow, variable in zip(self.average_variables, self._model_variables):
+            strategy.extended.update(variable, lambda v, s: v.assign(tf.cast(s, v.dtype)),
+                                     args=(shadow,), group=False)
