@@ -20,6 +20,10 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+# The ops have no tensor-dependent Python control flow; skipping AutoGraph's conversion
+# of every call makes tracing a policy (50 ops in 25 branches) several times faster.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
 _MAX_LEVEL = 10.0
 FILL_VALUE = 128  # grey fill for pixels uncovered by geometric ops (reference: 128)
 
@@ -27,6 +31,7 @@ FILL_VALUE = 128  # grey fill for pixels uncovered by geometric ops (reference: 
 # seeds
 
 
+@_no_autograph
 def _as_seed(seed) -> tf.Tensor:
     """A stateless-op seed (int64 [2]); None draws one from the global RNG."""
     if seed is None:
@@ -36,11 +41,13 @@ def _as_seed(seed) -> tf.Tensor:
     return tf.cast(seed, tf.int64)
 
 
+@_no_autograph
 def _split(seed, num: int) -> list[tf.Tensor]:
     seeds = tf.random.experimental.stateless_split(_as_seed(seed), num=num)
     return [seeds[i] for i in range(num)]
 
 
+@_no_autograph
 def _uniform(seed, minval=0.0, maxval=1.0) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed=seed, minval=minval, maxval=maxval)
 
@@ -49,6 +56,7 @@ def _uniform(seed, minval=0.0, maxval=1.0) -> tf.Tensor:
 # pixel ops (exact PIL equivalents)
 
 
+@_no_autograph
 def _apply_lut(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
     """Maps uint8 values through a lookup table: lut [256] or per channel [3, 256]."""
     lut = tf.cast(tf.clip_by_value(lut, 0, 255), tf.uint8)
@@ -59,15 +67,18 @@ def _apply_lut(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
     return tf.gather(lut, idx)
 
 
+@_no_autograph
 def identity(image: tf.Tensor) -> tf.Tensor:
     return tf.convert_to_tensor(image)
 
 
+@_no_autograph
 def invert(image: tf.Tensor) -> tf.Tensor:
     """PIL ImageOps.invert."""
     return 255 - tf.convert_to_tensor(image)
 
 
+@_no_autograph
 def posterize(image: tf.Tensor, bits) -> tf.Tensor:
     """PIL ImageOps.posterize: keep the `bits` (0..8) most significant bits."""
     shift = 8 - tf.cast(bits, tf.int32)
@@ -75,6 +86,7 @@ def posterize(image: tf.Tensor, bits) -> tf.Tensor:
     return tf.bitwise.bitwise_and(image, mask)
 
 
+@_no_autograph
 def solarize(image: tf.Tensor, threshold=128) -> tf.Tensor:
     """PIL ImageOps.solarize: invert values >= threshold (0..256)."""
     image = tf.convert_to_tensor(image)
@@ -82,6 +94,7 @@ def solarize(image: tf.Tensor, threshold=128) -> tf.Tensor:
     return tf.where(keep, image, 255 - image)
 
 
+@_no_autograph
 def solarize_add(image: tf.Tensor, addition=0, threshold=128) -> tf.Tensor:
     """Add `addition` (clipped to 0..255) to values below `threshold`."""
     image = tf.convert_to_tensor(image)
@@ -90,6 +103,7 @@ def solarize_add(image: tf.Tensor, addition=0, threshold=128) -> tf.Tensor:
     return tf.where(values < tf.cast(threshold, tf.int32), added, image)
 
 
+@_no_autograph
 def autocontrast(image: tf.Tensor) -> tf.Tensor:
     """PIL ImageOps.autocontrast (cutoff 0): stretch each channel to 0..255."""
     image = tf.convert_to_tensor(image)
@@ -102,6 +116,7 @@ def autocontrast(image: tf.Tensor) -> tf.Tensor:
     return _apply_lut(image, tf.cast(lut, tf.int32))
 
 
+@_no_autograph
 def _channel_histograms(image: tf.Tensor) -> tf.Tensor:
     """Histograms of the three channels, int32 [3, 256]."""
     idx = tf.cast(image, tf.int32) + tf.constant([0, 256, 512], tf.int32)
@@ -109,6 +124,7 @@ def _channel_histograms(image: tf.Tensor) -> tf.Tensor:
     return tf.reshape(counts, [3, 256])
 
 
+@_no_autograph
 def equalize(image: tf.Tensor) -> tf.Tensor:
     """PIL ImageOps.equalize, per channel."""
     image = tf.convert_to_tensor(image)
@@ -129,6 +145,7 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
 # enhance ops: blend with a degenerate image (PIL ImageEnhance)
 
 
+@_no_autograph
 def blend(image1: tf.Tensor, image2: tf.Tensor, factor) -> tf.Tensor:
     """image1 + factor * (image2 - image1), truncated to uint8 (PIL Image.blend)."""
     image1 = tf.cast(image1, tf.float32)
@@ -138,6 +155,7 @@ def blend(image1: tf.Tensor, image2: tf.Tensor, factor) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
 
 
+@_no_autograph
 def _grayscale(image: tf.Tensor) -> tf.Tensor:
     """PIL's convert("L") in its fixed-point form (ITU-R 601-2 luma), int32 [H, W, 1]."""
     rgb = tf.cast(image, tf.int32)
@@ -145,12 +163,14 @@ def _grayscale(image: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.right_shift(luma, 16)[..., None]
 
 
+@_no_autograph
 def color(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Color (saturation); factor 0 is grayscale, 1 the original."""
     degenerate = tf.tile(_grayscale(image), [1, 1, 3])
     return blend(degenerate, image, factor)
 
 
+@_no_autograph
 def contrast(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
     gray = _grayscale(image)
@@ -159,11 +179,13 @@ def contrast(image: tf.Tensor, factor) -> tf.Tensor:
     return blend(degenerate, image, factor)
 
 
+@_no_autograph
 def brightness(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Brightness: blend with black."""
     return blend(tf.zeros_like(image), image, factor)
 
 
+@_no_autograph
 def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (border kept)."""
     image = tf.convert_to_tensor(image)
@@ -184,6 +206,7 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
 # geometric ops (nearest neighbour, uncovered pixels filled with `replace`)
 
 
+@_no_autograph
 def _transform(image: tf.Tensor, matrix: Sequence, replace=FILL_VALUE) -> tf.Tensor:
     """Projective transform; `matrix` maps output (x, y) to input coordinates.
 
@@ -202,6 +225,7 @@ def _transform(image: tf.Tensor, matrix: Sequence, replace=FILL_VALUE) -> tf.Ten
     return out[0]
 
 
+@_no_autograph
 def rotate(image: tf.Tensor, degrees, replace=FILL_VALUE) -> tf.Tensor:
     """Rotate counter-clockwise by `degrees` about the centre (PIL Image.rotate)."""
     image = tf.convert_to_tensor(image)
@@ -214,30 +238,35 @@ def rotate(image: tf.Tensor, degrees, replace=FILL_VALUE) -> tf.Tensor:
     return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
 
 
+@_no_autograph
 def shear_x(image: tf.Tensor, level, replace=FILL_VALUE) -> tf.Tensor:
     """Output (x, y) takes input (x + level * y, y) (PIL AFFINE (1, level, 0, 0, 1, 0))."""
     level = tf.cast(level, tf.float32)
     return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
+@_no_autograph
 def shear_y(image: tf.Tensor, level, replace=FILL_VALUE) -> tf.Tensor:
     """Output (x, y) takes input (x, level * x + y) (PIL AFFINE (1, 0, 0, level, 1, 0))."""
     level = tf.cast(level, tf.float32)
     return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
 
 
+@_no_autograph
 def translate_x(image: tf.Tensor, pixels, replace=FILL_VALUE) -> tf.Tensor:
     """Output (x, y) takes input (x + pixels, y): content moves left for pixels > 0."""
     pixels = tf.cast(pixels, tf.float32)
     return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
+@_no_autograph
 def translate_y(image: tf.Tensor, pixels, replace=FILL_VALUE) -> tf.Tensor:
     """Output (x, y) takes input (x, y + pixels): content moves up for pixels > 0."""
     pixels = tf.cast(pixels, tf.float32)
     return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
 
 
+@_no_autograph
 def cutout_at(image: tf.Tensor, center_y, center_x, pad_size, replace=FILL_VALUE) -> tf.Tensor:
     """Fill the square [cy - pad, cy + pad) x [cx - pad, cx + pad) (clipped) with `replace`."""
     image = tf.convert_to_tensor(image)
@@ -251,6 +280,7 @@ def cutout_at(image: tf.Tensor, center_y, center_x, pad_size, replace=FILL_VALUE
     return tf.where(inside[..., None], fill, image)
 
 
+@_no_autograph
 def cutout(image: tf.Tensor, pad_size, replace=FILL_VALUE, seed=None) -> tf.Tensor:
     """Cutout (arXiv:1708.04552): a 2*pad_size square at a uniformly random centre."""
     image = tf.convert_to_tensor(image)
@@ -263,53 +293,65 @@ def cutout(image: tf.Tensor, pad_size, replace=FILL_VALUE, seed=None) -> tf.Tens
 
 # ---------------------------------------------------------------------------
 # levels -> arguments (reference: level_to_arg)
+#
+# Table ops take `rand`, a list of 3 scalar uniform draws in [0, 1): rand[0] picks the
+# sign of signed magnitudes (rotate, shear, translate: negated with probability 0.5,
+# the reference's _randomly_negate_tensor), rand[1:] place the cutout. Drawing all
+# random numbers of a policy at once keeps its graph small and fast to trace.
 
 
-def _negate_half(value, seed) -> tf.Tensor:
-    """With probability 0.5 flip the sign (the reference's _randomly_negate_tensor)."""
+@_no_autograph
+def _signed(value, rand) -> tf.Tensor:
     value = tf.cast(value, tf.float32)
-    return tf.where(_uniform(seed) < 0.5, -value, value)
+    return tf.where(rand[0] < 0.5, -value, value)
 
 
 def _enhance_factor(level: float) -> float:
     return (level / _MAX_LEVEL) * 1.8 + 0.1
 
 
-# name -> fn(image, level, seed, hparams) ; hparams: translate_const, cutout_const, replace
+@_no_autograph
+def _cutout_random(image, pad_size, replace, rand):
+    shape = tf.shape(image)
+    cy = tf.cast(rand[1] * tf.cast(shape[0], tf.float32), tf.int32)
+    cx = tf.cast(rand[2] * tf.cast(shape[1], tf.float32), tf.int32)
+    return cutout_at(image, cy, cx, pad_size, replace)
+
+
 def _op_table() -> dict[str, Callable]:
     def geometric(fn, scale_key):
-        def apply(image, level, seed, hp):
+        def apply(image, level, rand, hp):
             scale = hp[scale_key] if isinstance(scale_key, str) else scale_key
-            return fn(image, _negate_half(level / _MAX_LEVEL * scale, seed), hp["replace"])
+            return fn(image, _signed(level / _MAX_LEVEL * scale, rand), hp["replace"])
         return apply
 
     return {
-        "Identity": lambda image, level, seed, hp: identity(image),
-        "AutoContrast": lambda image, level, seed, hp: autocontrast(image),
-        "Equalize": lambda image, level, seed, hp: equalize(image),
-        "Invert": lambda image, level, seed, hp: invert(image),
+        "Identity": lambda image, level, rand, hp: identity(image),
+        "AutoContrast": lambda image, level, rand, hp: autocontrast(image),
+        "Equalize": lambda image, level, rand, hp: equalize(image),
+        "Invert": lambda image, level, rand, hp: invert(image),
         "Rotate": geometric(rotate, 30.0),
-        "Posterize": lambda image, level, seed, hp: posterize(image, int(level / _MAX_LEVEL * 4)),
+        "Posterize": lambda image, level, rand, hp: posterize(image, int(level / _MAX_LEVEL * 4)),
         # The AutoAugment paper's ImageNet policy maps levels to 4..8 bits.
-        "PosterizeOriginal": lambda image, level, seed, hp: posterize(
+        "PosterizeOriginal": lambda image, level, rand, hp: posterize(
             image, 4 + int(level / _MAX_LEVEL * 4)),
-        "Solarize": lambda image, level, seed, hp: solarize(image, int(level / _MAX_LEVEL * 256)),
-        "SolarizeAdd": lambda image, level, seed, hp: solarize_add(image, int(level / _MAX_LEVEL * 110)),
-        "Color": lambda image, level, seed, hp: color(image, _enhance_factor(level)),
-        "Contrast": lambda image, level, seed, hp: contrast(image, _enhance_factor(level)),
-        "Brightness": lambda image, level, seed, hp: brightness(image, _enhance_factor(level)),
-        "Sharpness": lambda image, level, seed, hp: sharpness(image, _enhance_factor(level)),
+        "Solarize": lambda image, level, rand, hp: solarize(image, int(level / _MAX_LEVEL * 256)),
+        "SolarizeAdd": lambda image, level, rand, hp: solarize_add(image, int(level / _MAX_LEVEL * 110)),
+        "Color": lambda image, level, rand, hp: color(image, _enhance_factor(level)),
+        "Contrast": lambda image, level, rand, hp: contrast(image, _enhance_factor(level)),
+        "Brightness": lambda image, level, rand, hp: brightness(image, _enhance_factor(level)),
+        "Sharpness": lambda image, level, rand, hp: sharpness(image, _enhance_factor(level)),
         "ShearX": geometric(shear_x, 0.3),
         "ShearY": geometric(shear_y, 0.3),
         "TranslateX": geometric(translate_x, "translate_const"),
         "TranslateY": geometric(translate_y, "translate_const"),
-        "Cutout": lambda image, level, seed, hp: cutout(
-            image, int(level / _MAX_LEVEL * hp["cutout_const"]), hp["replace"], seed),
+        "Cutout": lambda image, level, rand, hp: _cutout_random(
+            image, int(level / _MAX_LEVEL * hp["cutout_const"]), hp["replace"], rand),
     }
 
 
-OPS = _op_table()
-"""Name -> fn(image_uint8, level (0..10, may exceed 10 for RandAugment), seed, hparams)."""
+OPS = {name: _no_autograph(fn) for name, fn in _op_table().items()}
+"""Name -> fn(image_uint8, level (0..10; RandAugment may exceed 10), rand (3 scalars), hparams)."""
 
 # ---------------------------------------------------------------------------
 # policies: lists of sub-policies, each a list of (op name, probability, level)
@@ -386,25 +428,36 @@ RANDAUGMENT_OPS = (
 )
 
 
-def apply_with_probability(image, op_name: str, probability: float, level: float, seed=None,
-                           hparams: dict | None = None) -> tf.Tensor:
-    """Apply one named op with `probability` (a Python float), as one sub-policy step."""
-    if op_name not in OPS:
-        raise ValueError(f"Unknown augmentation op {op_name!r}; choose from {sorted(OPS)}.")
-    hparams = hparams or AUTOAUGMENT_HPARAMS
-    seed_apply, seed_op = _split(seed, 2)
-    image = tf.convert_to_tensor(image)
+def _check_ops(names) -> None:
+    for name in names:
+        if name not in OPS:
+            raise ValueError(f"Unknown augmentation op {name!r}; choose from {sorted(OPS)}.")
+
+
+@_no_autograph
+def _apply_step(image, op_name: str, probability: float, level: float, rand, hparams) -> tf.Tensor:
+    """One sub-policy step; rand: 4 scalar uniforms, rand[0] decides, rand[1:] feed the op."""
     if probability <= 0.0:
         return image
     if probability >= 1.0:
-        return OPS[op_name](image, level, seed_op, hparams)
-    return tf.cond(
-        _uniform(seed_apply) < probability,
-        lambda: OPS[op_name](image, level, seed_op, hparams),
-        lambda: image,
-    )
+        return OPS[op_name](image, level, rand[1:], hparams)
+    # The reference applies when floor(u + p) == 1, i.e. with probability p. tf.cond (not a
+    # select) so that skipped ops cost nothing at run time.
+    return tf.cond(rand[0] < probability, lambda: OPS[op_name](image, level, rand[1:], hparams),
+                   lambda: image)
 
 
+@_no_autograph
+def apply_with_probability(image, op_name: str, probability: float, level: float, seed=None,
+                           hparams: dict | None = None) -> tf.Tensor:
+    """Apply one named op with `probability` (a Python float), as one sub-policy step."""
+    _check_ops([op_name])
+    rand = tf.unstack(tf.random.stateless_uniform([4], _as_seed(seed)))
+    return _apply_step(tf.convert_to_tensor(image), op_name, probability, level, rand,
+                       hparams or AUTOAUGMENT_HPARAMS)
+
+
+@_no_autograph
 def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
                 hparams: dict | None = None) -> tf.Tensor:
     """Apply one uniformly chosen sub-policy of an AutoAugment policy to a uint8 image.
@@ -420,16 +473,19 @@ def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
         if policy not in POLICIES:
             raise ValueError(f"Unknown AutoAugment policy {policy!r}; choose from {sorted(POLICIES)}.")
         policy = POLICIES[policy]
+    for sub_policy in policy:
+        _check_ops(name for name, _, _ in sub_policy)
     hparams = hparams or AUTOAUGMENT_HPARAMS
     image = tf.convert_to_tensor(image)
-    seed_choice, seed_apply = _split(seed, 2)
-    choice = tf.random.stateless_uniform([], seed_choice, maxval=len(policy), dtype=tf.int32)
+    steps = max(len(sub_policy) for sub_policy in policy)
+    rand = tf.unstack(tf.random.stateless_uniform([1 + 4 * steps], _as_seed(seed)))
+    choice = tf.minimum(tf.cast(rand[0] * len(policy), tf.int32), len(policy) - 1)
 
     def make_branch(sub_policy):
         def branch():
             out = image
-            for step_seed, (name, prob, level) in zip(_split(seed_apply, len(sub_policy)), sub_policy):
-                out = apply_with_probability(out, name, prob, level, step_seed, hparams)
+            for step, (name, prob, level) in enumerate(sub_policy):
+                out = _apply_step(out, name, prob, level, rand[1 + 4 * step:5 + 4 * step], hparams)
             return out
         return branch
 
@@ -437,26 +493,23 @@ def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
     return tf.ensure_shape(out, image.shape)
 
 
+@_no_autograph
 def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10, seed=None,
                 ops: Sequence[str] = RANDAUGMENT_OPS, hparams: dict | None = None) -> tf.Tensor:
     """RandAugment (arXiv:1909.13719): `num_layers` uniformly chosen ops, each at `magnitude`.
 
     As in the reference, a chosen op is always applied (no per-op probability).
     """
-    for name in ops:
-        if name not in OPS:
-            raise ValueError(f"Unknown augmentation op {name!r}; choose from {sorted(OPS)}.")
+    _check_ops(ops)
     hparams = hparams or RANDAUGMENT_HPARAMS
     image = tf.convert_to_tensor(image)
     level = float(magnitude)
-    for layer_seed in _split(seed, num_layers) if num_layers else []:
-        seed_choice, seed_op = _split(layer_seed, 2)
-        choice = tf.random.stateless_uniform([], seed_choice, maxval=len(ops), dtype=tf.int32)
-        current = image
+    rand = tf.unstack(tf.random.stateless_uniform([max(num_layers, 1) * 4], _as_seed(seed)))
+    for layer in range(num_layers):
+        choice = tf.minimum(tf.cast(rand[4 * layer] * len(ops), tf.int32), len(ops) - 1)
+        current, layer_rand = image, rand[4 * layer + 1:4 * layer + 4]
         image = tf.switch_case(
-            choice,
-            [lambda name=name: OPS[name](current, level, seed_op, hparams) for name in ops],
-        )
+            choice, [lambda name=name: OPS[name](current, level, layer_rand, hparams) for name in ops])
         image = tf.ensure_shape(image, current.shape)
     return image
 
@@ -465,6 +518,7 @@ def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10, se
 # batch-level label mixing
 
 
+@_no_autograph
 def _sample_beta(alpha: float, seed) -> tf.Tensor:
     seed_a, seed_b = _split(seed, 2)
     a = tf.random.stateless_gamma([], seed_a, alpha=alpha)
@@ -472,6 +526,7 @@ def _sample_beta(alpha: float, seed) -> tf.Tensor:
     return a / tf.maximum(a + b, 1e-12)
 
 
+@_no_autograph
 def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
     """MixUp (arXiv:1710.09412) of a batch with its reverse; one λ ~ Beta(α, α) per batch.
 
@@ -485,6 +540,7 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
     return mixed_images, mixed_labels
 
 
+@_no_autograph
 def cutmix(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
     """CutMix (arXiv:1905.04899): paste a box from the reversed batch; labels by area."""
     seed_lam, seed_y, seed_x = _split(seed, 3)
@@ -508,6 +564,7 @@ def cutmix(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
     return mixed_images, mixed_labels
 
 
+@_no_autograph
 def mix_batch(images, labels, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, seed=None):
     """MixUp and/or CutMix on a batch; with both, each batch gets one of them (50/50)."""
     if mixup_alpha <= 0 and cutmix_alpha <= 0:

@@ -109,13 +109,15 @@ class RuntimeConfig:
     """Where and how the job runs, checkpoints and logs.
 
     ``strategy``: ``default``, ``one_device``, ``mirrored``, ``multi_worker_mirrored`` or ``tpu``.
-    ``checkpoint_every_steps``: 0 saves only at epoch ends. ``max_steps`` stops early (smoke tests).
+    ``cpu_devices``: split the CPU into this many logical devices (mirrored strategy without GPUs;
+    tests). ``checkpoint_every_steps``: 0 saves only at epoch ends. ``max_steps`` stops early (smoke tests).
     """
 
     model_dir: str | None = None
     strategy: str = "default"
     tpu: str | None = None
     num_gpus: int | None = None
+    cpu_devices: int | None = None
     mixed_precision: str = "float32"
     jit_compile: bool = False
     seed: int | None = 0

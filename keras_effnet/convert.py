@@ -117,7 +117,8 @@ def read_tpu_checkpoint(path: str | os.PathLike, model: ModelSpec | str) -> Tens
         try:
             reader = tf.train.load_checkpoint(str(prefix))
         except Exception as error:  # tf raises several types for unreadable files
-            raise ConversionError(f"{path} is not a readable TensorFlow checkpoint: {error}") from None
+            raise ConversionError(
+                f"{path} is not a readable TensorFlow checkpoint: {error}") from None
         shapes = reader.get_variable_to_shape_map()
         found = _tpu_model_name(shapes, path)
         if found != spec.name:
@@ -269,8 +270,8 @@ def read_lukemelas(path: str | os.PathLike, model: ModelSpec | str) -> Tensors:
     except Exception as error:  # unpickling errors have many types
         raise ConversionError(f"{path} is not a PyTorch state_dict that loads with "
                               f"weights_only=True: {error}") from None
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]  # a training checkpoint that wraps the state_dict
     if not isinstance(state, Mapping) or not state:
         raise ConversionError(f"{path} does not hold a state_dict (a name -> tensor mapping)")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
@@ -420,7 +421,8 @@ def read_keras_weights(path: str | os.PathLike, model) -> Tensors:
         try:
             f = stack.enter_context(h5py.File(h5_path, "r"))
         except OSError as error:
-            raise ConversionError(f"{path} is not a readable HDF5 file (truncated?): {error}") from None
+            raise ConversionError(
+                f"{path} is not a readable HDF5 file (truncated?): {error}") from None
         if "layers" not in f:
             raise ConversionError(f"{path} is not a Keras 3 weight file (no 'layers' group)")
         tensors: Tensors = {}
@@ -572,7 +574,8 @@ def convert(source: str, model: ModelSpec | str, input_path: str | os.PathLike,
     spec = _as_spec(model)
     output_path = Path(output_path)
     if not output_path.name.endswith(".weights.h5"):
-        raise ValueError(f"output file must end in .weights.h5 (Keras 3 weights), got {output_path}")
+        raise ValueError(
+            f"output file must end in .weights.h5 (Keras 3 weights), got {output_path}")
     tensors = read_source(source, input_path, spec)
     target = build_target(spec, include_top=include_top,
                           classes=_classes(tensors, include_top), normalization=normalization)
@@ -615,16 +618,71 @@ def save_weights_atomic(model, output_path: Path) -> None:
             tmp.unlink()
 
 
-def convert_tpu_checkpoint(model: ModelSpec | str, input_path, output_path, **kwargs) -> ConversionReport:
+def convert_tpu_checkpoint(model: ModelSpec | str, input_path, output_path,
+                           **kwargs) -> ConversionReport:
     """``convert("tpu-checkpoint", ...)``: original TensorFlow checkpoint -> ``.weights.h5``."""
     return convert("tpu-checkpoint", model, input_path, output_path, **kwargs)
 
 
-def convert_lukemelas(model: ModelSpec | str, input_path, output_path, **kwargs) -> ConversionReport:
+def convert_lukemelas(model: ModelSpec | str, input_path, output_path,
+                      **kwargs) -> ConversionReport:
     """``convert("lukemelas", ...)``: EfficientNet-PyTorch ``.pth`` -> ``.weights.h5``."""
     return convert("lukemelas", model, input_path, output_path, **kwargs)
 
 
-def convert_keras_h5(model: ModelSpec | str, input_path, output_path, **kwargs) -> ConversionReport:
+def convert_keras_h5(model: ModelSpec | str, input_path, output_path,
+                     **kwargs) -> ConversionReport:
     """``convert("keras-h5", ...)``: keras.applications legacy ``.h5`` -> ``.weights.h5``."""
     return convert("keras-h5", model, input_path, output_path, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Inverse mappings: a Keras model's weights in the source formats (test fixtures, round trips).
+
+def _model_tensors(model) -> dict[str, np.ndarray]:
+    return {f"{layer.name}/{v.name}": np.asarray(v.numpy())
+            for layer in model.layers if layer.name != "normalization" for v in layer.weights}
+
+
+def write_tpu_checkpoint(model, spec: ModelSpec | str, prefix: str | os.PathLike, *,
+                         ema: bool = True,
+                         extra: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write ``model``'s weights as an original-format TF checkpoint at ``prefix``.
+
+    Variables get the tensorflow/tpu names (``efficientnet-b0/blocks_0/...``), with the
+    ``/ExponentialMovingAverage`` suffix when ``ema``; ``extra`` adds more named tensors
+    (e.g. non-EMA copies, ``global_step``). Uses TensorFlow's checkpoint writer (SaveV2).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    names = tpu_checkpoint_names(spec, ema=ema)
+    values = _model_tensors(model)
+    tensors = {names[key]: value for key, value in values.items() if key in names}
+    tensors.update(extra or {})
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=ordered,
+                      shape_and_slices=[""] * len(ordered),
+                      tensors=[tf.constant(tensors[n]) for n in ordered])
+    return prefix
+
+
+def lukemelas_state_dict(model, spec: ModelSpec | str) -> dict[str, np.ndarray]:
+    """``model``'s weights as a lukemelas state_dict (numpy arrays in torch layouts)."""
+    inverse = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1)}
+    values = _model_tensors(model)
+    state: dict[str, np.ndarray] = {}
+    for keras_key, torch_name, layout in _lukemelas_names(_as_spec(spec)):
+        if keras_key not in values:
+            continue
+        value = values[keras_key]
+        if layout in inverse:
+            value = np.transpose(value, inverse[layout])
+        elif layout == "dense":
+            value = value.T
+        state[torch_name] = np.ascontiguousarray(value)
+        if torch_name.endswith(".running_var"):
+            counter = torch_name.replace(".running_var", ".num_batches_tracked")
+            state[counter] = np.array(0, np.int64)
+    return state

@@ -78,6 +78,8 @@ def worker_count_from_env() -> int:
 
 def configure_logical_cpus(count: int) -> None:
     """Split the CPU into ``count`` logical devices (must run before TensorFlow initialises)."""
+    if count < 1:
+        raise ValueError(f"runtime.cpu_devices must be >= 1, got {count}")
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])

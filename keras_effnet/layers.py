@@ -40,8 +40,8 @@ class ImageNormalization(keras.layers.Layer):
     ``finalize_state`` (which Keras calls after loading legacy ``.h5`` weights) recognises the
     ImageNet standard deviation in the variance slot and squares it.
 
-    Computation runs in float32 whatever the dtype policy, so raw pixel values are never
-    rounded to half precision; the output is cast to the layer's compute dtype.
+    The builder gives this layer a float32 policy under mixed precision, so raw pixel values
+    are never rounded to half precision; the next convolution casts its output.
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN_RGB,

@@ -310,15 +310,13 @@ class ExponentialMovingAverage(tf.Module):
         strategy = tf.distribute.get_strategy()
 
         def exchange(variable, shadow):
+            # Runs per device: ``shadow`` is this device's component of the average.
             saved = tf.identity(variable)
             variable.assign(tf.cast(shadow, variable.dtype))
-            return saved
+            shadow.assign(tf.cast(saved, shadow.dtype))
 
         for shadow, variable in zip(self.average_variables, self._model_variables):
-            # Read both before writing either: update() runs per device with local values.
-            old = strategy.extended.update(variable, exchange, args=(shadow,), group=False)
-            strategy.extended.update(shadow, lambda s, o: s.assign(tf.cast(o, s.dtype)),
-                                     args=(old,), group=False)
+            strategy.extended.update(variable, exchange, args=(shadow,), group=False)
 
     @tf.autograph.experimental.do_not_convert
     def copy_to_model(self):

@@ -201,3 +201,73 @@ def compound_spec(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: f
         resolution=resolution,
         dropout=round(dropout, 3),
     )
+
+
+def spec_from_blocks(blocks, resolution: int = BASE_RESOLUTION, name: str = "custom",
+                     **kwargs) -> ModelSpec:
+    """An unscaled ``ModelSpec`` (width = depth = 1) for any stage table.
+
+    ``blocks``: ``BlockArgs`` or their string form (``"r1_k3_s11_e1_i32_o16_se0.25"``).
+    Other ``ModelSpec`` fields (``dropout``, ``activation``, ``stem_filters`` ...) pass through.
+    """
+    blocks = tuple(BlockArgs.decode(b) if isinstance(b, str) else b for b in blocks)
+    if not blocks:
+        raise ValueError("a block table needs at least one stage")
+    kwargs.setdefault("dropout", 0.2)
+    return ModelSpec(name=name, width=1.0, depth=1.0, resolution=int(resolution), blocks=blocks,
+                     **kwargs)
+
+
+def as_base_spec(base) -> ModelSpec:
+    """A ``ModelSpec`` from a spec, a variant name, a stage table or ``None`` (B0)."""
+    if base is None:
+        return VARIANTS["efficientnet-b0"]
+    if isinstance(base, ModelSpec):
+        return base
+    if isinstance(base, str):
+        return get_spec(base)
+    return spec_from_blocks(base)
+
+
+def round_resolution(pixels: float, divisor: int = 8, minimum: int = 32) -> int:
+    """``pixels`` rounded to the nearest multiple of ``divisor``, at least ``minimum``."""
+    if pixels <= 0 or divisor < 1:
+        raise ValueError(f"pixels and divisor must be positive, got {pixels}, {divisor}")
+    return max(minimum, int(round(pixels / divisor)) * divisor)
+
+
+def multiply_spec(base=None, width: float = 1.0, depth: float = 1.0, resolution: float = 1.0,
+                  name: str | None = None, resolution_divisor: int = 8) -> ModelSpec:
+    """``base`` with its width, depth and resolution multiplied by independent factors.
+
+    ``base``: a ``ModelSpec``, a variant name or a stage table (see ``spec_from_blocks``);
+    default B0. Resolution is rounded with ``round_resolution(.., resolution_divisor)``. Used for
+    single-dimension scaling (paper Figure 3) and, via ``scale_spec``, for compound scaling.
+    """
+    base = as_base_spec(base)
+    for label, value in (("width", width), ("depth", depth), ("resolution", resolution)):
+        if not value > 0:
+            raise ValueError(f"{label} multiplier must be positive, got {value}")
+    return dataclasses.replace(
+        base,
+        name=name or f"{base.name}-w{width:.4g}-d{depth:.4g}-r{resolution:.4g}",
+        width=base.width * width,
+        depth=base.depth * depth,
+        resolution=round_resolution(base.resolution * resolution, resolution_divisor),
+    )
+
+
+def scale_spec(base=None, phi: float = 1.0, alpha: float = ALPHA, beta: float = BETA,
+               gamma: float = GAMMA, name: str | None = None,
+               resolution_divisor: int = 8) -> ModelSpec:
+    """Compound-scale any stage table (EfficientNet's or a user's) by ``phi``.
+
+    Depth x ``alpha**phi``, width x ``beta**phi``, resolution x ``gamma**phi`` (rounded to a
+    multiple of ``resolution_divisor``). Unlike ``compound_spec`` it keeps ``base``'s dropout and
+    accepts a block table. ``keras_effnet.flops.scaling_report`` gives the FLOPs ratio achieved.
+    """
+    width, depth, res_mult = compound_coefficients(phi, alpha, beta, gamma)
+    base = as_base_spec(base)
+    return multiply_spec(base, width, depth, res_mult,
+                         name=name or f"{base.name}-phi{phi:g}-a{alpha:g}-b{beta:g}-g{gamma:g}",
+                         resolution_divisor=resolution_divisor)

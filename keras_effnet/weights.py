@@ -260,10 +260,11 @@ def check_weights_argument(weights, spec: ModelSpec, include_top: bool, classes:
                 f"include_top=True use classes=1000, or include_top=False for {classes} classes")
         return
     path = Path(weights)
-    if not path.exists():
+    if not path.exists() and not Path(f"{path}.index").exists():  # checkpoint prefixes
         raise FileNotFoundError(
             f"weights={weights!r} is neither a weight-set name for {spec.name} "
             f"({', '.join(available_weights(spec)) or 'none published'}) nor an existing file")
+    _file_format(path)  # an unknown format fails here, before the model is built
 
 
 def normalization_for(spec: ModelSpec, weights) -> str:
@@ -446,7 +447,8 @@ class _Digests:
         if checksum:
             algorithm, _, self.expected = checksum.partition(":")
             if algorithm not in ("md5", "sha256") or not self.expected:
-                raise ValueError(f"checksum must be 'md5:<hex>' or 'sha256:<hex>', got {checksum!r}")
+                raise ValueError(
+                    f"checksum must be 'md5:<hex>' or 'sha256:<hex>', got {checksum!r}")
             self.algorithm = algorithm
             self.other = hashlib.md5() if algorithm == "md5" else None
 
@@ -551,3 +553,40 @@ def _warn(message: str) -> None:
 
 def _info(message: str) -> None:
     print(f"keras_effnet.weights: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference with a weight set's own preprocessing (tools/predict.py).
+
+def classify_files(paths, model: ModelSpec | str, weights=None, top: int = 5,
+                   settings: EvalSettings | None = None):
+    """Top-``top`` ImageNet classes of image files, preprocessed as ``weights`` expects.
+
+    Uses ``eval_settings(model, weights)`` (resolution, crop, resize) with
+    ``keras_effnet.preprocessing.preprocess_for_eval``; the model normalises inside itself.
+
+    Returns:
+        one list of (synset, class name, probability) per file, best first.
+    """
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_effnet.imagenet import decode_predictions  # noqa: PLC0415
+    from keras_effnet.model import build_model  # noqa: PLC0415
+    from keras_effnet.preprocessing import preprocess_for_eval  # noqa: PLC0415
+
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"image files not found: {', '.join(missing)}")
+    spec = _as_spec(model)
+    settings = settings or eval_settings(spec, weights)
+    net = build_model(spec, weights=weights, input_shape=(settings.resolution,) * 2 + (3,))
+    images = []
+    for path in paths:
+        data = tf.io.read_file(str(path))
+        images.append(preprocess_for_eval(data, settings.resolution,
+                                          crop_fraction=settings.crop_fraction,
+                                          crop_padding=settings.crop_padding,
+                                          resize_method=settings.resize_method))
+    probabilities = net.predict(np.stack(images), verbose=0)
+    return decode_predictions(probabilities, top=top)

@@ -141,7 +141,7 @@ def test_identity():
 def test_every_op_keeps_shape_and_dtype():
     image = tf.constant(IMAGES[1])
     for name, fn in augment.OPS.items():
-        out = fn(image, 7.0, tf.constant([3, 4], tf.int64), augment.RANDAUGMENT_HPARAMS)
+        out = fn(image, 7.0, [tf.constant(0.3), tf.constant(0.6), tf.constant(0.9)], augment.RANDAUGMENT_HPARAMS)
         assert out.dtype == tf.uint8 and out.shape == image.shape, name
 
 

@@ -1,0 +1,54 @@
+"""Flags shared by the train and evaluate command lines, and their translation into a Config."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from keras_effnet.config import Config, demo_config, load_config
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Define the job flags (idempotent: both mains may be imported in one process)."""
+    if "config" in FLAGS:
+        return
+    flags.DEFINE_multi_string("config", [], "YAML config file; repeatable, later files win. "
+                              "Without any, the embedded demo job (configs/demo.yaml).")
+    flags.DEFINE_multi_string("set", [], "Override, e.g. --set optimizer.lr_per_256=0.02 "
+                              "(repeatable; applied after all other flags).")
+    flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries and exports.")
+    flags.DEFINE_enum("strategy", None, ["default", "one_device", "mirrored",
+                                         "multi_worker_mirrored", "tpu"], "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address ('local' for a TPU VM).")
+    flags.DEFINE_integer("num_gpus", None, "GPUs for the mirrored strategy (default: all).")
+    flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
+                      "Keras dtype policy.")
+    flags.DEFINE_bool("jit_compile", None, "XLA-compile the steps (GPU/TPU; slow on CPU).")
+    flags.DEFINE_string("model", None, "Variant name, e.g. efficientnet-b0 (model.name).")
+    flags.DEFINE_string("dataset", None, "Data source: tfds:<name>, folder:<path>, "
+                        "tfrecord:<glob> or digits (data.source).")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory (data.data_dir).")
+    flags.DEFINE_integer("batch_size", None, "GLOBAL training batch size (data.batch_size).")
+    flags.DEFINE_integer("eval_batch_size", None, "GLOBAL evaluation batch size.")
+    flags.DEFINE_integer("image_size", None, "Image side in pixels (data.image_size).")
+    flags.DEFINE_float("epochs", None, "Training epochs (schedule.epochs).")
+
+
+FLAG_KEYS = {
+    "model_dir": "runtime.model_dir", "strategy": "runtime.strategy", "tpu": "runtime.tpu",
+    "num_gpus": "runtime.num_gpus", "mixed_precision": "runtime.mixed_precision",
+    "jit_compile": "runtime.jit_compile", "model": "model.name", "dataset": "data.source",
+    "data_dir": "data.data_dir", "batch_size": "data.batch_size",
+    "eval_batch_size": "data.eval_batch_size", "image_size": "data.image_size",
+    "epochs": "schedule.epochs",
+}
+
+
+def config_from_flags(base_files: list[str] | None = None) -> Config:
+    """Config files (or the demo job), then the dedicated flags, then ``--set`` overrides."""
+    files = list(base_files or []) + list(FLAGS.config)
+    config = load_config(files) if files else demo_config()
+    overrides = [f"{key}={getattr(FLAGS, name)}" for name, key in FLAG_KEYS.items()
+                 if getattr(FLAGS, name) is not None]
+    return load_config(overrides=overrides + list(FLAGS.set), base=config)

@@ -1,0 +1,321 @@
+"""Export: serving SavedModel, TF-Hub modules, TFLite, ONNX, the dispatcher and the command line.
+
+A tiny random-weight EfficientNet (compound phi=-8, 64 px, 10 classes) whose batch-norm
+statistics are calibrated on one batch, so outputs are O(1) and tolerances mean something.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from keras_effnet import export as ex
+from keras_effnet import preprocessing
+from keras_effnet.model import build_model
+from keras_effnet.scaling import compound_spec
+
+SIZE = 64
+CLASSES = 10
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def calibrate_batch_norm(model, images):
+    """Set every BN layer's moving statistics to the batch statistics of ``images`` (one pass)."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer in layers:
+        layer.momentum = 0.99
+
+
+def photos(count=8):
+    """Real photographs from scikit-image, uint8 [H, W, 3] of their own sizes."""
+    from skimage import data  # noqa: PLC0415
+    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry",
+             "motorcycle_left", "retina"]
+    images = []
+    for name in names[:count]:
+        try:
+            image = getattr(data, name)()
+        except Exception:  # noqa: BLE001 (some need optional downloads)
+            continue
+        if image.ndim == 3 and image.shape[-1] == 3:
+            images.append(image)
+    return images
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.RandomState(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def model(images):
+    keras.utils.set_random_seed(0)
+    net = build_model(compound_spec(-8), input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                      classifier_activation=None)
+    calibrate_batch_norm(net, images)
+    return net
+
+
+@pytest.fixture(scope="module")
+def reference(model, images):
+    return model.predict(images, verbose=0)
+
+
+def _tolerance(reference, relative):
+    return relative * max(1.0, float(np.abs(reference).max()))
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(model, tmp_path_factory):
+    return ex.export(model, "saved_model", tmp_path_factory.mktemp("sm") / "serving")
+
+
+# -- serving SavedModel ------------------------------------------------------------------------
+
+def test_serving_signatures_run_the_shared_eval_preprocessing(saved_model_dir, model, images,
+                                                                reference):
+    loaded = tf.saved_model.load(saved_model_dir)
+    assert set(loaded.signatures) == {"serving_default", "uint8_images", "encoded_images",
+                                      "preprocessed_images"}
+    out = loaded.signatures["preprocessed_images"](images=tf.constant(images))
+    np.testing.assert_allclose(out["logits"], reference, atol=_tolerance(reference, 1e-5))
+    np.testing.assert_allclose(out["probabilities"], tf.nn.softmax(reference), atol=1e-6)
+
+    raw = np.random.RandomState(1).randint(0, 256, (2, 90, 120, 3)).astype("uint8")
+    expected = model.predict(preprocessing.preprocess_batch_for_eval(raw, SIZE).numpy(), verbose=0)
+    for name, value in (("serving_default", {"images": tf.constant(raw, tf.float32)}),
+                        ("uint8_images", {"images": tf.constant(raw)})):
+        got = loaded.signatures[name](**value)
+        np.testing.assert_allclose(got["logits"], expected, atol=_tolerance(expected, 1e-5), err_msg=name)
+    # Encoded images, each of its own size, through preprocess_for_eval one by one.
+    encoded = [tf.io.encode_png(raw[0]).numpy(), tf.io.encode_jpeg(raw[1][:70, :50]).numpy()]
+    got = loaded.signatures["encoded_images"](image_bytes=tf.constant(encoded))
+    each = np.stack([preprocessing.preprocess_for_eval(tf.constant(b), SIZE).numpy() for b in encoded])
+    expected = model.predict(each, verbose=0)
+    np.testing.assert_allclose(got["logits"], expected, atol=_tolerance(expected, 1e-5))
+    assert got["top_k_classes"].shape == (2, 5)
+    assert got["top_k_labels"].dtype == tf.string
+    assert int(got["top_k_classes"][0, 0]) == int(np.argmax(expected[0]))
+    assert got["top_k_labels"][0, 0].numpy().decode() == str(np.argmax(expected[0]))
+
+    metadata = ex.read_metadata(saved_model_dir)
+    assert metadata["format"] == "saved_model" and metadata["resolution"] == SIZE
+    assert metadata["labels"] == [str(i) for i in range(CLASSES)]
+    assert metadata["preprocessing"]["crop_padding"] == 32
+
+
+def test_serving_signatures_reject_wrong_dtype_and_shape(saved_model_dir):
+    loaded = tf.saved_model.load(saved_model_dir)
+    errors = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+    with pytest.raises(errors, match="expected to be a uint8 tensor but is a float"):
+        loaded.signatures["uint8_images"](images=tf.zeros([1, 32, 32, 3], tf.float32))
+    with pytest.raises(errors, match="must be RGB"):
+        loaded.signatures["serving_default"](images=tf.zeros([1, 32, 32, 4], tf.float32))
+    with pytest.raises(errors, match="already preprocessed"):
+        loaded.signatures["preprocessed_images"](images=tf.zeros([1, 32, 32, 3], tf.float32))
+
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_the_signatures(saved_model_dir):
+    result = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
+                             "show", "--dir", saved_model_dir, "--all"],
+                            capture_output=True, text=True, check=True)
+    for name in ("serving_default", "uint8_images", "encoded_images", "top_k_labels", "DT_UINT8"):
+        assert name in result.stdout
+
+
+# -- TF-Hub modules ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hub_dirs(model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("hub")
+    return {kind: ex.export(model, f"hub_{kind}", base / kind, weight_decay=1e-5)
+            for kind in ("feature_vector", "classification")}
+
+
+def test_hub_load_matches_keras(hub_dirs, model, images, reference):
+    hub = ex.import_tensorflow_hub()
+    classifier = hub.load(hub_dirs["classification"])
+    np.testing.assert_allclose(classifier(images / 255.0), reference,
+                               atol=_tolerance(reference, 1e-5))
+    features = hub.load(hub_dirs["feature_vector"])
+    backbone = keras.Model(model.input, model.get_layer("avg_pool").output)
+    expected = backbone.predict(images, verbose=0)
+    got = features(images / 255.0)
+    assert got.shape == (len(images), expected.shape[-1])
+    np.testing.assert_allclose(got, expected, atol=_tolerance(expected, 1e-5))
+    # Any input size, training=False default, and the serving signature.
+    assert features(tf.zeros([1, 96, 80, 3])).shape == (1, expected.shape[-1])
+    assert "serving_default" in features.signatures
+    assert len(features.regularization_losses) == 1
+    assert len(features.trainable_variables) < len(features.variables)
+
+
+def test_hub_keras_layer_fine_tunes_in_tf_keras(hub_dirs, images):
+    hub = ex.import_tensorflow_hub()
+    import tf_keras  # noqa: PLC0415
+
+    tf_keras.utils.set_random_seed(0)
+    layer = hub.KerasLayer(hub_dirs["feature_vector"], trainable=True)
+    net = tf_keras.Sequential([layer, tf_keras.layers.Dense(3)])
+    net.build([None, SIZE, SIZE, 3])
+    assert len(net.losses) == 1 and float(net.losses[0]) > 0  # regularization_losses
+    labels = np.array([0, 1, 2, 0])
+    x = images / 255.0
+
+    moving_mean = next(v for v in layer.variables if "stem_bn" in v.name and "moving_mean" in v.name)
+    stem_kernel = next(v for v in net.trainable_variables if "stem_conv" in v.name)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(net(x, training=True))
+    assert float(tf.norm(tape.gradient(loss, stem_kernel))) > 0  # gradients reach the first conv
+
+    before = moving_mean.numpy().copy()
+    net.predict(x, verbose=0)
+    np.testing.assert_array_equal(moving_mean.numpy(), before)  # inference: no update
+    net.compile(optimizer=tf_keras.optimizers.SGD(0.05),
+                loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = net.fit(x, labels, epochs=4, batch_size=4, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    assert np.abs(moving_mean.numpy() - before).max() > 0  # training: BN statistics update
+
+
+def test_tfsm_layer_inside_a_keras3_model(hub_dirs, images, reference):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.TFSMLayer(hub_dirs["classification"], call_endpoint="serving_default")(inputs)
+    wrapper = keras.Model(inputs, outputs)
+    got = wrapper.predict(images / 255.0, verbose=0)
+    got = next(iter(got.values())) if isinstance(got, dict) else got
+    np.testing.assert_allclose(got, reference, atol=_tolerance(reference, 1e-5))
+
+
+# -- TFLite and ONNX ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("quantization,tolerance", [("float32", 1e-4), ("float16", None)])
+def test_tflite_float(model, images, reference, tmp_path, quantization, tolerance):
+    path = ex.export_tflite(model, tmp_path / "m.tflite", quantization=quantization)
+    got = ex.tflite_predict(path, images)
+    if tolerance is None:  # half-precision weights: close, not exact
+        assert ex.top1_agreement(reference, got) == 1.0
+    else:
+        np.testing.assert_allclose(got, reference, atol=_tolerance(reference, tolerance))
+
+
+@pytest.mark.slow
+def test_tflite_dynamic_and_int8_on_real_photos(model, tmp_path):
+    real = photos()
+    batch = np.stack([preprocessing.preprocess_for_eval(p, SIZE).numpy() for p in real])
+    reference = model.predict(batch, verbose=0)
+    dynamic = ex.tflite_predict(ex.export_tflite(model, tmp_path / "d.tflite", quantization="dynamic"), batch)
+    int8_path = ex.export_tflite(model, tmp_path / "q.tflite", quantization="int8",
+                                 representative_images=real)
+    interpreter = tf.lite.Interpreter(model_path=int8_path)
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    int8 = ex.tflite_predict(int8_path, batch)
+    print(f"top-1 agreement with float on {len(real)} photos: dynamic "
+          f"{ex.top1_agreement(reference, dynamic):.2f}, int8 {ex.top1_agreement(reference, int8):.2f}")
+    assert ex.top1_agreement(reference, dynamic) >= 0.5
+    assert np.isfinite(int8).all()
+
+
+def test_onnx_matches_keras(model, images, reference, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    del onnxruntime
+    path = ex.export_onnx(model, tmp_path / "m.onnx")
+    np.testing.assert_allclose(ex.onnx_predict(path, images), reference,
+                               atol=_tolerance(reference, 1e-4))
+
+
+# -- bad input, atomic writes, sources ---------------------------------------------------------
+
+def test_bad_arguments_give_clear_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="unknown export format 'pb'"):
+        ex.export(model, "pb", tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ex.export("efficientnet-b0", "onnx", tmp_path / "x", weights=str(tmp_path / "missing.weights.h5"))
+    with pytest.raises(ValueError, match="needs weights|no weights"):
+        ex.load_source("efficientnet-b0")
+    with pytest.raises(ValueError, match="quantization"):
+        ex.export_tflite(model, tmp_path / "m.tflite", quantization="int4")
+    with pytest.raises(ValueError, match="representative_images"):
+        ex.export_tflite(model, tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        ex.load_source(model_dir=str(tmp_path))
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        ex.export(model, "onnx", tmp_path / "taken")
+    with pytest.raises(ValueError, match="inside the source"):
+        ex._check_output(str(tmp_path / "run" / "export_onnx"), True, [str(tmp_path / "run")])
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
+
+
+def test_atomic_overwrite_replaces_and_failure_keeps_the_old(tmp_path):
+    target = tmp_path / "out"
+    with ex._atomic_path(str(target), overwrite=False) as staging:
+        os.makedirs(staging)
+        open(os.path.join(staging, "a"), "w").close()
+    with pytest.raises(RuntimeError):
+        with ex._atomic_path(str(target), overwrite=True) as staging:
+            os.makedirs(staging)
+            raise RuntimeError("converter crashed")
+    assert os.listdir(target) == ["a"]
+    with ex._atomic_path(str(target), overwrite=True) as staging:
+        os.makedirs(staging)
+        open(os.path.join(staging, "b"), "w").close()
+    assert os.listdir(target) == ["b"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A training model_dir as ``keras_effnet.training`` lays it out (config.yaml, export/)."""
+    from keras_effnet import checkpoints, config as config_lib, training  # noqa: PLC0415
+
+    run = tmp_path_factory.mktemp("runs") / "demo"
+    config = config_lib.load_config(overrides=[f"runtime.model_dir={run}",
+                                                "model.phi=-8", "data.image_size=32"],
+                                    base=config_lib.demo_config())
+    os.makedirs(run)
+    (run / "config.yaml").write_text(config.to_yaml())
+    net = training.build_network(config, 10, 32, classifier_activation="softmax")
+    checkpoints.save_keras_atomic(net, str(run / "export" / "model.keras"))
+    return run, net
+
+
+@pytest.mark.slow
+def test_cli_exports_a_training_run_and_a_weight_file(demo_run, tmp_path):
+    run, net = demo_run
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    tool = os.path.join(ROOT, "tools", "export.py")
+    out = tmp_path / "onnx"
+    result = subprocess.run([sys.executable, tool, "--model_dir", str(run), "--format", "onnx",
+                             "--output", str(out)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["weight_source"]["kind"] == "model_dir" and metadata["weight_source"]["ema"]
+    assert metadata["resolution"] == 32 and metadata["preprocessing"]["crop_fraction"] == 1.0
+    x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    probabilities = net.predict(x, verbose=0)
+    logits = ex.onnx_predict(out / "model.onnx", x)
+    np.testing.assert_allclose(tf.nn.softmax(logits), probabilities, atol=1e-5)
+
+    again = subprocess.run([sys.executable, tool, "--model_dir", str(run), "--format", "onnx",
+                            "--output", str(out)], capture_output=True, text=True, env=env)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    inside = subprocess.run([sys.executable, tool, "--model_dir", str(run), "--format", "tflite",
+                             "--output", str(run / "tflite")], capture_output=True, text=True, env=env)
+    assert inside.returncode == 1 and "inside the source" in inside.stderr
+    missing = subprocess.run([sys.executable, tool, "--model", "b0", "--weights", str(tmp_path / "no.h5"),
+                              "--format", "tflite", "--output", str(tmp_path / "t")],
+                             capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    unknown = subprocess.run([sys.executable, tool, "--model_dir", str(run), "--format", "pb",
+                              "--output", str(tmp_path / "t")], capture_output=True, text=True, env=env)
+    assert unknown.returncode != 0 and "format" in unknown.stderr

@@ -1,0 +1,235 @@
+"""The builder: published parameter counts, keras.applications parity, saving, precision, features."""
+
+import re
+
+import numpy as np
+import keras
+import pytest
+
+import keras_effnet
+from keras_effnet import model as model_lib
+from keras_effnet.layers import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB, StochasticDepth
+from keras_effnet.scaling import ModelSpec, get_spec
+
+# keras.applications parameter counts (with top, without top), REFERENCE.md section 4.
+KERAS_PARAMS = {
+    "b0": (5_330_571, 4_049_571), "b1": (7_856_239, 6_575_239),
+    "b2": (9_177_569, 7_768_569), "b3": (12_320_535, 10_783_535),
+    "b4": (19_466_823, 17_673_823), "b5": (30_562_527, 28_513_527),
+    "b6": (43_265_143, 40_960_143), "b7": (66_658_687, 64_097_687),
+}
+# Other members, with top, in millions as published (rounded to 0.1M). The B8 figure counts all
+# weights like keras.applications; the Lite figures (tensorflow/tpu lite README) count trainable
+# weights only, i.e. without the batch-norm moving statistics.
+OTHER_PARAMS = {"b8": 87.8, "l2": 480.0, "lite0": 4.7, "lite1": 5.4, "lite2": 6.1, "lite3": 8.2,
+                "lite4": 13.0}
+
+
+@pytest.mark.parametrize("variant", list(KERAS_PARAMS))
+def test_exact_parameter_counts(variant):
+    with_top = keras_effnet.build_model(variant, input_shape=(32, 32, 3))
+    without_top = keras_effnet.build_model(variant, include_top=False)
+    assert (with_top.count_params(), without_top.count_params()) == KERAS_PARAMS[variant]
+
+
+@pytest.mark.parametrize("variant", list(OTHER_PARAMS) + [pytest.param("l2", marks=pytest.mark.slow)])
+def test_other_members_build_and_run(variant):
+    model = keras_effnet.build_model(variant, input_shape=(32, 32, 3))
+    if variant.startswith("lite"):
+        count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    else:
+        count = model.count_params()
+    assert abs(count / 1e6 - OTHER_PARAMS[variant]) <= 0.05 * (10 if variant == "l2" else 1)
+    out = model(np.zeros((1, 32, 32, 3), "float32"))
+    assert out.shape == (1, 1000)
+
+
+def test_public_constructors_have_keras_signature():
+    model = keras_effnet.EfficientNetB1(include_top=False, weights=None, input_tensor=None,
+                                        input_shape=(64, 64, 3), pooling="max", classes=10,
+                                        classifier_activation=None, name="backbone")
+    assert model.name == "backbone" and model.output_shape == (None, 1280)
+    assert keras_effnet.EfficientNetB0.__name__ == "EfficientNetB0"
+    assert keras_effnet.EfficientNetLite2().name == "efficientnetlite2"
+    assert keras_effnet.EfficientNetB0().input_shape == (None, 224, 224, 3)
+
+
+def _randomised_batch_norm(model, seed=0):
+    """Non-trivial BN statistics so parity checks exercise every weight."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for weight in model.weights:
+        value = weight.numpy()
+        if weight.path.endswith("moving_variance"):
+            value = rng.uniform(0.5, 1.5, value.shape)
+        elif weight.path.endswith(("moving_mean", "beta")):
+            value = rng.normal(0, 0.1, value.shape)
+        elif weight.path.endswith("gamma"):
+            value = rng.uniform(0.5, 1.5, value.shape)
+        values.append(value.astype(weight.dtype))
+    return values
+
+
+PARITY = [pytest.param(v, marks=pytest.mark.slow) if v in ("b5", "b6", "b7") else v
+          for v in KERAS_PARAMS]
+
+
+@pytest.mark.parametrize("variant", PARITY)
+def test_interchangeable_with_keras_applications(variant):
+    """Same layer names, same weight order and shapes, same logits given the same weights."""
+    reference = getattr(keras.applications, f"EfficientNet{variant.upper()}")(
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    ours = keras_effnet.build_model(variant, input_shape=(64, 64, 3), classifier_activation=None)
+    # keras.applications' normalisation layer is auto-named (normalization_1 ... in one session).
+    def paths(model):
+        return [re.sub(r"^normalization_\d+/", "normalization/", w.path) for w in model.weights]
+
+    assert paths(ours) == paths(reference)
+    assert [w.shape for w in ours.weights] == [w.shape for w in reference.weights]
+
+    values = _randomised_batch_norm(reference)
+    reference.set_weights(values)
+    # keras.applications without ImageNet weights normalises with mean 0 / variance 1;
+    # give both models the real ImageNet statistics.
+    values[0] = np.array(IMAGENET_MEAN_RGB, "float32")
+    values[1] = np.square(IMAGENET_STDDEV_RGB).astype("float32")
+    reference.set_weights(values)
+    # Keras' Normalization reads adapted statistics only in finalize_state().
+    next(layer for layer in reference.layers
+         if isinstance(layer, keras.layers.Normalization)).finalize_state()
+    ours.set_weights(values)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), reference.predict(x, verbose=0),
+                               atol=1e-4)
+
+
+def test_odd_input_sizes_use_tensorflow_same_padding():
+    model = keras_effnet.build_model("b0", include_top=False, input_shape=(None, None, 3))
+    assert model(np.zeros((1, 65, 97, 3), "float32")).shape == (1, 3, 4, 1280)
+
+
+def test_legacy_keras_applications_h5_loads_with_std_quirk(tmp_path):
+    """A weight file written like keras.applications' own (std in the variance slot)."""
+    tf_keras = pytest.importorskip("tf_keras")
+    source = tf_keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3),
+                                                  classifier_activation=None)
+    values = [np.asarray(v) for v in _randomised_batch_norm(keras_effnet.build_model(
+        "b0", input_shape=(64, 64, 3)))]
+    values[0] = np.array(IMAGENET_MEAN_RGB, "float32")
+    values[1] = np.array(IMAGENET_STDDEV_RGB, "float32")      # the published files' quirk
+    source.set_weights(values)
+    path = str(tmp_path / "efficientnetb0.h5")
+    source.save_weights(path)
+
+    ours = keras_effnet.EfficientNetB0(input_shape=(64, 64, 3), classifier_activation=None)
+    ours.load_weights(path)
+    np.testing.assert_allclose(ours.get_layer("normalization").variance.numpy(),
+                               np.square(IMAGENET_STDDEV_RGB), rtol=1e-6)
+    # The reference computation with the correct variance.
+    values[1] = np.square(IMAGENET_STDDEV_RGB).astype("float32")
+    source.set_weights(values)
+    source.get_layer("normalization").finalize_state()
+    x = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), source.predict(x, verbose=0),
+                               atol=1e-4)
+
+
+def test_keras_file_round_trip_is_bit_exact(tmp_path):
+    model = keras_effnet.build_model("lite0", input_shape=(64, 64, 3), classes=7)
+    model.set_weights(_randomised_batch_norm(model))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert any(isinstance(layer, StochasticDepth) for layer in restored.layers)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_logits_are_float32(policy):
+    keras.config.set_dtype_policy(policy)
+    model = keras_effnet.build_model("b0", input_shape=(64, 64, 3), classifier_activation=None)
+    assert model.get_layer("stem_conv").compute_dtype == policy.split("_")[1]
+    out = model(np.random.default_rng(4).uniform(0, 255, (2, 64, 64, 3)).astype("float32"))
+    assert out.dtype == "float32"
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
+
+
+def test_jit_compile_matches_eager():
+    # XLA compiles a full training step for minutes on CPU; inference shows the graph compiles.
+    spec = ModelSpec("tiny", width=0.25, depth=0.25, resolution=32, dropout=0.1)
+    model = keras_effnet.build_model(spec, classes=3, classifier_activation=None)
+    model.compile(jit_compile=True)
+    x = np.random.default_rng(5).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), model(x), atol=1e-4)
+
+
+def test_stochastic_depth_follows_scaled_block_count():
+    for variant, blocks in (("b0", 16), ("b7", 55)):
+        model = keras_effnet.build_model(variant, include_top=False, input_shape=(32, 32, 3))
+        prefixes = [prefix for prefix, _ in model_lib.block_sequence(get_spec(variant))]
+        assert len(prefixes) == blocks
+        for index, prefix in enumerate(prefixes):
+            try:
+                layer = model.get_layer(f"{prefix}drop")
+            except ValueError:
+                continue
+            assert layer.rate == pytest.approx(0.2 * index / blocks)
+        assert model.get_layer(f"{prefixes[-2]}drop").rate == pytest.approx(0.2 * (blocks - 2) / blocks)
+
+
+def test_custom_rates_and_no_dropout():
+    model = keras_effnet.build_model("b0", input_shape=(32, 32, 3), stochastic_depth_rate=0.0,
+                                     dropout_rate=0.0)
+    assert not any(isinstance(layer, (StochasticDepth, keras.layers.Dropout))
+                   for layer in model.layers)
+
+
+@pytest.mark.parametrize("variant, channels", [
+    ("b0", [16, 24, 40, 112, 320]), ("b3", [24, 32, 48, 136, 384]),
+    ("lite0", [16, 24, 40, 112, 320])])
+def test_feature_extractor_endpoints(variant, channels):
+    info = keras_effnet.feature_info(variant)
+    assert [i.stride for i in info] == [2, 4, 8, 16, 32]
+    assert [i.channels for i in info] == channels
+    features = keras_effnet.feature_extractor(variant)
+    outputs = features(np.zeros((1, 96, 160, 3), "float32"))
+    for item in info:
+        assert tuple(outputs[item.name].shape) == (1, 96 // item.stride, 160 // item.stride,
+                                                    item.channels)
+
+
+def test_include_preprocessing_false_drops_normalisation():
+    model = keras_effnet.build_model("b0", include_preprocessing=False, input_shape=(32, 32, 3))
+    assert model.count_params() == KERAS_PARAMS["b0"][0] - 7
+    with pytest.raises(ValueError):
+        model.get_layer("normalization")
+    # Without normalisation or weights, other channel counts are allowed.
+    gray = keras_effnet.build_model("b0", include_preprocessing=False, include_top=False,
+                                    input_shape=(32, 32, 1))
+    assert gray.get_layer("stem_conv").kernel.shape == (3, 3, 1, 32)
+
+
+def test_input_tensor():
+    tensor = keras.Input((48, 48, 3))
+    model = keras_effnet.EfficientNetB0(include_top=False, input_tensor=tensor, pooling="avg")
+    assert model.inputs[0] is tensor and model.output_shape == (None, 1280)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(16, 16, 3)), "smaller than 32"),
+    (dict(input_shape=(64, 64, 1)), "1 channels"),
+    (dict(input_shape=(64, 64)), r"\(height, width, channels\)"),
+    (dict(include_top=False, pooling="sum"), "pooling must be None, 'avg' or 'max'"),
+    (dict(classes=0), "classes must be a positive integer"),
+    (dict(dropout_rate=1.0), "dropout_rate"),
+    (dict(stochastic_depth_rate=-0.1), "stochastic_depth_rate"),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keras_effnet.build_model("b0", **kwargs)
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown EfficientNet variant"):
+        keras_effnet.build_model("efficientnet-b12")

@@ -1,0 +1,121 @@
+"""keras_effnet.optim: TF1 RMSProp against NumPy, the schedule at known steps, EMA, weight decay."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_effnet import optim
+
+
+def test_rmsprop_tf1_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype("float32")
+    gradients = [rng.normal(size=(3, 4)).astype("float32") for _ in range(5)]
+    variable = keras.Variable(start)
+    optimizer = optim.RMSPropTF1(learning_rate=0.05, rho=0.9, momentum=0.9, epsilon=1e-3)
+    got = []
+    for gradient in gradients:
+        optimizer.apply([tf.constant(gradient)], [variable])
+        got.append(np.array(variable.numpy()))
+    expected = optim.rmsprop_tf1_reference(start, gradients, [0.05] * 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The accumulator starting at one keeps the first step small (Keras' RMSprop starts at 0).
+    first = np.abs(expected[0] - start)
+    assert np.all(first <= 0.05 * np.abs(gradients[0]) / np.sqrt(0.9 + 1e-3) + 1e-6)
+
+
+def test_rmsprop_tf1_with_schedule_and_serialization():
+    schedule = optim.WarmupExponentialDecay(0.1, warmup_steps=2, decay_steps=3, decay_rate=0.5)
+    optimizer = optim.RMSPropTF1(schedule, epsilon=1e-3)
+    variable = keras.Variable(np.ones((2,), "float32"))
+    gradients = [np.full((2,), 0.5, "float32")] * 6
+    for gradient in gradients:
+        optimizer.apply([tf.constant(gradient)], [variable])
+    expected = optim.rmsprop_tf1_reference(np.ones(2), gradients, [schedule.value(s) for s in range(6)])
+    np.testing.assert_allclose(variable.numpy(), expected[-1], rtol=1e-5)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(clone, optim.RMSPropTF1)
+    assert clone.epsilon == 1e-3 and clone.initial_accumulator == 1.0
+
+
+def test_warmup_exponential_decay_at_known_steps():
+    # Recipe at global batch 4096: peak 0.256; 5 warm-up epochs; x0.97 every 2.4 epochs.
+    steps_per_epoch = 1281167 // 4096  # 312
+    peak = optim.scaled_learning_rate(0.016, 4096)
+    assert peak == pytest.approx(0.256)
+    schedule = optim.WarmupExponentialDecay(peak, 5 * steps_per_epoch, 2.4 * steps_per_epoch, 0.97)
+    cases = {0: 0.0, 780: 0.256 * 780 / 1560, 1559: 0.256 * 1559 / 1560,
+             1560: 0.256 * 0.97 ** 2, 2246: 0.256 * 0.97 ** 2, 2247: 0.256 * 0.97 ** 3,
+             350 * steps_per_epoch: 0.256 * 0.97 ** 145}
+    for step, value in cases.items():
+        assert float(schedule(step)) == pytest.approx(value, rel=1e-5), step
+        assert schedule.value(step) == pytest.approx(value, rel=1e-9), step
+    restored = optim.WarmupExponentialDecay.from_config(schedule.get_config())
+    assert float(restored(2247)) == pytest.approx(float(schedule(2247)))
+    assert keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(schedule)).get_config() == schedule.get_config()
+
+
+def test_warmup_cosine_decay():
+    schedule = optim.WarmupCosineDecay(1.0, warmup_steps=10, total_steps=110)
+    for step, value in {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.5, 110: 0.0, 200: 0.0}.items():
+        assert float(schedule(step)) == pytest.approx(value, abs=1e-6)
+        assert schedule.value(step) == pytest.approx(value, abs=1e-9)
+
+
+def test_scaled_learning_rate_rejects_bad_batch():
+    assert optim.scaled_learning_rate(0.016, 256) == pytest.approx(0.016)
+    with pytest.raises(ValueError):
+        optim.scaled_learning_rate(0.016, 0)
+
+
+def _tiny_model():
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(2, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(3, name="dense")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_weight_decay_and_ema_variable_selection():
+    model = _tiny_model()
+    names = lambda variables: sorted(v.path for v in variables)  # noqa: E731
+    assert names(optim.weight_decay_variables(model)) == ["conv/kernel", "dense/bias", "dense/kernel"]
+    assert names(optim.weight_decay_variables(model, include_biases=False)) == ["conv/kernel", "dense/kernel"]
+    tracked = names(optim.ema_variables(model))
+    assert "bn/moving_mean" in tracked and "bn/moving_variance" in tracked and "bn/gamma" in tracked
+    assert not any("seed" in name for name in tracked)  # dropout RNG state is not averaged
+    kernel = model.get_layer("conv").kernel
+    expected = 1e-5 * 0.5 * float(np.sum(kernel.numpy() ** 2) + np.sum(model.get_layer("dense").kernel.numpy() ** 2)
+                                  + np.sum(model.get_layer("dense").bias.numpy() ** 2))
+    got = float(optim.l2_weight_decay(optim.weight_decay_variables(model), 1e-5))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_ema_update_warmup_and_swap():
+    model = _tiny_model()
+    ema = optim.ExponentialMovingAverage(optim.ema_variables(model), decay=0.9999, warmup=True)
+    kernel = model.get_layer("conv").kernel
+    moving_mean = model.get_layer("bn").moving_mean
+    start = kernel.numpy().copy()
+    kernel.assign(start + 1.0)
+    moving_mean.assign(np.full(moving_mean.shape, 2.0, "float32"))
+    ema.apply()  # t=0: decay = min(0.9999, 1/10) = 0.1
+    average_kernel = start * 0.1 + (start + 1.0) * 0.9
+    index = [v.path for v in optim.ema_variables(model)].index("bn/moving_mean")
+    np.testing.assert_allclose(ema.average_variables[0].numpy(), average_kernel, rtol=1e-6)
+    np.testing.assert_allclose(ema.average_variables[index].numpy(), 0.1 * 0.0 + 0.9 * 2.0, rtol=1e-6)
+    assert float(ema.current_decay()) == pytest.approx(2 / 11)
+    assert float(ema.current_decay(10 ** 6)) == pytest.approx(0.9999)
+    ema.swap()
+    np.testing.assert_allclose(kernel.numpy(), average_kernel, rtol=1e-6)
+    np.testing.assert_allclose(moving_mean.numpy(), 1.8, rtol=1e-6)
+    ema.swap()
+    np.testing.assert_allclose(kernel.numpy(), start + 1.0, rtol=1e-6)
+    without_warmup = optim.ExponentialMovingAverage(optim.ema_variables(model), decay=0.5, warmup=False)
+    assert float(without_warmup.current_decay()) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        optim.ExponentialMovingAverage([], decay=1.0)

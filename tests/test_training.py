@@ -1,0 +1,111 @@
+"""keras_effnet.training: a tiny end-to-end run, export, evaluation, bad input, NaN stop."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_effnet import training
+from keras_effnet.config import Config, load_config
+
+TINY = ["model.phi=-8", "model.resolution=32", "data.image_size=32", "augmentation.name=none",
+        "runtime.progress_bar=false", "runtime.seed=0", "optimizer.ema_decay=0.9"]
+
+
+def tiny_config(model_dir, *extra):
+    return load_config(overrides=TINY + [f"runtime.model_dir={model_dir}", *extra])
+
+
+def synthetic(count, classes=4, size=32, seed=0):
+    """Images whose dominant colour channel encodes the class."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count).astype("int32")
+    images = rng.uniform(0, 60, (count, size, size, 3)).astype("float32")
+    for index, label in enumerate(labels):
+        images[index, :, :, label % 3] += 120 + 60 * (label // 3)
+    return images, labels
+
+
+def datasets(batch, count=32):
+    images, labels = synthetic(count)
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch, drop_remainder=True)
+    evaluation = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
+    return train, evaluation, training.DatasetFacts(num_classes=4, num_train_examples=count)
+
+
+def test_tiny_run_trains_checkpoints_exports_and_evaluates(tmp_path):
+    config = tiny_config(tmp_path, "data.batch_size=8", "schedule.epochs=2",
+                         "schedule.warmup_epochs=0.5", "runtime.checkpoint_every_steps=3")
+    train, evaluation, facts = datasets(8)
+    metrics = training.train(config, train_dataset=train, eval_dataset=evaluation, facts=facts)
+    assert metrics["step"] == 8 and metrics["epoch"] == 2.0 and metrics["ema"]
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["step"] == 8 and "images_per_sec" in on_disk and "wall_seconds" in on_disk
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-8")
+    assert {"ckpt-6.index", "ckpt-8.index"} <= set(os.listdir(tmp_path))   # every N steps + epoch end
+    assert os.path.exists(tmp_path / "best" / "metrics.json")
+    assert os.listdir(tmp_path / "train") and os.listdir(tmp_path / "eval")  # TensorBoard events
+    assert os.path.exists(tmp_path / "data_state" / "worker-0" / "ckpt-8.index")
+
+    exported = keras.saving.load_model(str(tmp_path / "export" / "model.keras"))
+    probabilities = exported.predict(synthetic(4)[0], verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)  # softmax head
+
+    result = training.evaluate_checkpoint(config, eval_dataset=evaluation, facts=facts)
+    assert result["step"] == 8 and result["ema"]
+    assert result["top1"] == pytest.approx(metrics["top1"])
+    # The export carries the EMA weights: its accuracy equals the EMA evaluation.
+    images, labels = synthetic(32)
+    top1 = np.mean(np.argmax(exported.predict(images[:16], verbose=0), axis=1) == labels[:16])
+    assert top1 == pytest.approx(metrics["top1"])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, "data.batch_size=8", "schedule.epochs=4",
+                         "runtime.checkpoint_every_steps=2", "optimizer.ema_decay=0")
+    images, labels = synthetic(40)
+    images[24:32] = np.nan  # the 4th batch
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8, drop_remainder=True)
+    _, evaluation, _ = datasets(8)
+    facts = training.DatasetFacts(num_classes=4, num_train_examples=40)
+    with pytest.raises(training.TrainingStopped, match=r"non-finite loss .* at step 4.*ckpt-2"):
+        training.train(config, train_dataset=train, eval_dataset=evaluation, facts=facts)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt-2"))
+    for name, _ in tf.train.list_variables(str(tmp_path / "ckpt-2")):
+        if name.startswith("model/") and "VARIABLE_VALUE" in name:
+            value = reader.get_tensor(name)
+            if np.issubdtype(np.asarray(value).dtype, np.floating):
+                assert np.all(np.isfinite(value)), name
+
+
+class _TwoReplicas:
+    """Stands in for a two-replica strategy: only the replica count is read before training."""
+
+    num_replicas_in_sync = 2
+
+
+def test_bad_input_fails_before_training(tmp_path):
+    _, evaluation, facts = datasets(8)
+    with pytest.raises(ValueError, match=r"batch_size=9 is not divisible by the 2 replicas"):
+        training.Trainer(tiny_config(tmp_path, "data.batch_size=9"), strategy=_TwoReplicas(),
+                         facts=facts)
+    with pytest.raises(ValueError, match=r"image size 16 is too small"):
+        training.Trainer(tiny_config(tmp_path, "data.image_size=16", "model.resolution=16"), facts=facts)
+    with pytest.raises(ValueError, match=r"does not match model.resolution"):
+        training.Trainer(tiny_config(tmp_path, "data.image_size=64"), facts=facts)
+    with pytest.raises(ValueError, match=r"unknown EfficientNet variant"):
+        training.Trainer(tiny_config(tmp_path, "model.name=b99"), facts=facts)
+    with pytest.raises(FileNotFoundError, match=r"cannot open the training data"):
+        training.Trainer(tiny_config(tmp_path, f"data.source=folder:{tmp_path}/missing"))
+    with pytest.raises(ValueError, match=r"model_dir is required"):
+        training.Trainer(Config(), facts=facts)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(PermissionError, match=r"not writable"):
+        training.Trainer(tiny_config(blocked / "run"), facts=facts)
+    assert not os.path.exists(tmp_path / "checkpoint")  # nothing was trained

@@ -1,0 +1,76 @@
+"""Scale a baseline by width only, depth only, resolution only and compound to FLOPs targets,
+train each with the same budget and plot accuracy against FLOPs (paper Figures 3 and 8).
+
+    python tools/scaling_curves.py --out_dir=/tmp/curves --steps=200 --flops_targets=2,4,8
+
+The baseline is the model of the training config (--config/--set, default the embedded demo job
+on the digits dataset); targets are multiples of its counted multiply-adds. Results:
+OUT_DIR/scaling_curves.png with the data in scaling_curves.csv / .json; per model
+OUT_DIR/results/<key>.json (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from keras_effnet.cli.common import config_from_flags, define_flags  # noqa: E402
+
+define_flags()
+FLAGS = flags.FLAGS
+
+
+def _define(definer, name, *args, **kwargs):
+    """Define a flag unless another tool imported in this process already did (tests)."""
+    if name not in FLAGS:
+        definer(name, *args, **kwargs)
+
+
+_define(flags.DEFINE_string, "out_dir", None, "Directory for results, runs and the plot.")
+_define(flags.DEFINE_integer, "steps", 200, "Training budget per model, in global-batch steps.")
+_define(flags.DEFINE_list, "flops_targets", ["2", "4", "8"],
+        "FLOPs targets as multiples of the baseline's.")
+_define(flags.DEFINE_list, "methods", ["width", "depth", "resolution", "compound"],
+        "Scaling methods to run.")
+_define(flags.DEFINE_float, "alpha", 1.2, "Depth base of compound scaling.")
+_define(flags.DEFINE_float, "beta", 1.1, "Width base of compound scaling.")
+_define(flags.DEFINE_float, "gamma", 1.15, "Resolution base of compound scaling.")
+_define(flags.DEFINE_integer, "resolution_divisor", 1, "Round resolutions to this multiple.")
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.out_dir:
+        raise app.UsageError("--out_dir is required")
+    if FLAGS.model_dir or FLAGS.epochs:
+        raise app.UsageError("use --out_dir and --steps: each model gets its own run "
+                             "directory and the same step budget")
+    from keras_effnet import search  # noqa: PLC0415 (flags parse before TensorFlow loads)
+
+    try:
+        targets = [float(t) for t in FLAGS.flops_targets]
+        config = config_from_flags()
+        rows = search.scaling_curves(
+            search.baseline_from_config(config), search.trainer_train_fn(config), FLAGS.out_dir,
+            FLAGS.steps, flops_targets=targets, methods=FLAGS.methods, alpha=FLAGS.alpha,
+            beta=FLAGS.beta, gamma=FLAGS.gamma, resolution_divisor=FLAGS.resolution_divisor,
+            settings=search.config_settings(config))
+    except (ValueError, FileNotFoundError, search.CandidateInterrupted) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("method      target  coefficient  FLOPs-ratio  val_accuracy")
+    for row in rows:
+        print(f"{row['method']:<10}  {row['target_ratio']:5g}x  {row['coefficient']:11.4g}  "
+              f"{row['flops_ratio']:11.3f}  {row['val_accuracy']:.4f}")
+    print(f"plot: {os.path.join(FLAGS.out_dir, 'scaling_curves.png')} (data: scaling_curves.csv)")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
