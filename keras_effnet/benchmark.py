@@ -337,9 +337,9 @@ def _export(kind: str, model, path: str) -> str:
     except ImportError as error:
         raise EngineUnavailable(f"keras_effnet.export is not available ({error})") from error
     if kind == "tflite":
-        export.export_tflite(model, path, quantization="float32")
+        export.export_tflite(model, path, quantization="float32", overwrite=True)
     else:
-        export.export_onnx(model, path, opset=17)
+        export.export_onnx(model, path, opset=17, overwrite=True)
     return path
 
 

@@ -317,7 +317,7 @@ class Trainer:
         self.decay_variables = optim.weight_decay_variables(
             self.model, include_biases=cfg.optimizer.weight_decay_biases)
         state = dict(model=self.model, optimizer=self.optimizer, step=self.step,
-                     best_top1=self.best_top1)
+                     best_top1=self.best_top1, rng=_random_state(self.model))
         if self.ema is not None:
             state["ema"] = self.ema
         self.state = tf.train.Checkpoint(**state)
@@ -630,6 +630,16 @@ class Trainer:
         checkpoints.save_keras_atomic(exported, os.path.join(directory, "model.weights.h5"))
         logging.info("exported %s", path)
         return path
+
+
+def _random_state(model) -> tf.Module:
+    """The dropout / stochastic-depth seed-generator states (Keras does not checkpoint them), so a
+    resumed run draws the same masks as an uninterrupted one."""
+    holder = tf.Module(name="random_state")
+    holder.states = [generator.state.value
+                     for layer in model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001
+                     for generator in getattr(layer, "_seed_generators", [])]
+    return holder
 
 
 def train(config: Config, **kwargs) -> dict:

@@ -170,25 +170,30 @@ def test_format_table_markdown_and_csv():
         flops.format_table(rows, "xml")
 
 
-def test_model_table_tool_counts_built_models(capsys, tmp_path):
+def run_model_table(argv):
     from absl import flags
 
     model_table = load_tool("model_table")
-    out = tmp_path / "table.csv"
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["model_table", "--models=b0", "--phi=-6", "--custom=0.5:0.5:64",
-                 "--format=csv", f"--output={out}"])
+    flags.FLAGS(["model_table"] + argv)
     try:
         model_table.main([])
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def test_model_table_tool_counts_built_models(capsys, tmp_path):
+    out = tmp_path / "table.csv"
+    run_model_table(["--models=b0", "--custom=0.5:0.5:64", "--format=csv", f"--output={out}"])
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["model"] for r in rows] == ["efficientnet-b0", "efficientnet-b0-phi-6",
-                                          "b0-w0.5-d0.5-r64"]
+    assert [r["model"] for r in rows] == ["efficientnet-b0", "b0-w0.5-d0.5-r64"]
     assert rows[0]["params"] == "5330571" and rows[0]["flops"] == "385814752"
-    assert rows[2]["resolution"] == "64"
+    assert rows[1]["resolution"] == "64"
+    custom = scaling.multiply_spec("b0", 0.5, 0.5, 64 / 224, resolution_divisor=1,
+                                   name="b0-w0.5-d0.5-r64")
     assert out.read_text() == flops.format_table(
-        [flops.table_row(scaling.as_base_spec(s), count="spec") for s in
-         ("b0", scaling.compound_spec(-6.0),
-          scaling.multiply_spec("b0", 0.5, 0.5, 64 / 224, resolution_divisor=1,
-                                name="b0-w0.5-d0.5-r64"))], "csv")
+        [flops.table_row("b0", count="spec"), flops.table_row(custom, count="spec")], "csv")
+    run_model_table(["--models=", "--phi=-6,1", "--count=spec"])
+    markdown = capsys.readouterr().out
+    assert "| efficientnet-b0-phi1 | 1.1 | 1.2 | 256 | 9,177,569 |" in markdown
+    assert "efficientnet-b0-phi-6" in markdown
