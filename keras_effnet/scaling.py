@@ -87,9 +87,15 @@ class ModelSpec:
         return round_filters(self.head_filters, self.width)
 
     def scaled_blocks(self) -> tuple[BlockArgs, ...]:
-        """The stage table after width and depth scaling."""
-        return scale_blocks(self.blocks, self.width, self.depth,
-                            fixed_first_last=self.fixed_stem_head)
+        """The stage table after width and depth scaling.
+
+        With a fixed (unscaled) stem, the first stage's input channels are the stem's.
+        """
+        blocks = scale_blocks(self.blocks, self.width, self.depth,
+                              fixed_first_last=self.fixed_stem_head)
+        if blocks[0].input_filters != self.stem_channels():
+            blocks = (dataclasses.replace(blocks[0], input_filters=self.stem_channels()),) + blocks[1:]
+        return blocks
 
     def num_blocks(self) -> int:
         """Total MBConv blocks in the scaled model (B0: 16, B7: 55)."""

@@ -252,7 +252,7 @@ def test_bad_arguments_give_clear_errors(model, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         ex.export(model, "onnx", tmp_path / "taken")
     with pytest.raises(ValueError, match="inside the source"):
-        ex._check_output(str(tmp_path / "run" / "export_onnx"), True, [str(tmp_path / "run")])
+        ex.check_output(str(tmp_path / "run" / "export_onnx"), True, [str(tmp_path / "run")])
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
 
 

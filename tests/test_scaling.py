@@ -61,6 +61,7 @@ def test_published_table():
 
 def test_lite_keeps_first_and_last_stage_repeats():
     blocks = get_spec("efficientnet-lite4").scaled_blocks()
+    assert blocks[0].input_filters == 32     # the fixed stem, not round_filters(32, 1.4)
     assert blocks[0].repeats == 1 and blocks[-1].repeats == 1
     assert blocks[1].repeats == math.ceil(2 * 1.8)
 

@@ -165,23 +165,26 @@ def main(argv=None):
     started = time.perf_counter()
     report = {"args": vars(args)}
     steps = {}
-    steps["keras-effnet-jax"], report["keras_info"] = keras_step(args)
-    try:
-        steps["timm-eager"], report["timm_info"] = timm_step(args)
-    except ImportError as error:
-        report["timm_error"] = f"timm does not import: {error}"
-        print(report["timm_error"], flush=True)
+    for name, make in (("keras-effnet-jax", keras_step), ("timm-eager", timm_step)):
+        try:  # one side failing must not lose the other's figures
+            steps[name], report[f"{name}_info"] = make(args)
+        except Exception as error:  # noqa: BLE001
+            report[f"{name}_error"] = f"{type(error).__name__}: {error}"
+            print(report[f"{name}_error"], flush=True)
     results = interleave(steps, args)
     report["results"] = summarise(results, "timm-eager")
     _emit(report, args)
-    if args.torch_compile and "timm-eager" in steps:
+    if args.torch_compile and len(steps) == 2:
         if time.perf_counter() - started > args.budget_s:
             report["torch_compile"] = "skipped: over the time budget"
         else:
-            compiled, _ = timm_step(args, compile_model=True)
-            more = interleave({"keras-effnet-jax": steps["keras-effnet-jax"],
-                               "timm-compiled": compiled}, args)
-            report["results_compiled"] = summarise(more, "timm-compiled")
+            try:
+                compiled, _ = timm_step(args, compile_model=True)
+                more = interleave({"keras-effnet-jax": steps["keras-effnet-jax"],
+                                   "timm-compiled": compiled}, args)
+                report["results_compiled"] = summarise(more, "timm-compiled")
+            except Exception as error:  # noqa: BLE001
+                report["torch_compile"] = f"failed: {type(error).__name__}: {error}"
         _emit(report, args)
     report["seconds"] = time.perf_counter() - started
     _emit(report, args)

@@ -87,6 +87,9 @@ def main(argv) -> int:
         if FLAGS.model_dir is None and FLAGS.weights is None:
             raise ValueError(f"--model {FLAGS.model} needs --weights PATH (or a set name such as "
                              "imagenet); --model_dir DIR exports a training run instead")
+        # Refuse a bad output before spending minutes loading the model.
+        protected = [p for p in (FLAGS.model_dir, FLAGS.weights) if p and os.path.exists(p)]
+        export_lib.check_output(FLAGS.output, FLAGS.overwrite, protected)
         source = export_lib.load_source(
             None if FLAGS.model_dir else FLAGS.model, weights=FLAGS.weights,
             model_dir=FLAGS.model_dir, classes=FLAGS.classes, image_size=FLAGS.image_size,
