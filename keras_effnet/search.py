@@ -28,14 +28,14 @@ from typing import Callable, Sequence
 
 from keras_effnet import scaling
 from keras_effnet.blocks import encode_blocks
-from keras_effnet.flops import count_spec_flops
+from keras_effnet.flops import count_spec_flops, format_count
 from keras_effnet.scaling import ModelSpec
 
 TrainFn = Callable[[ModelSpec, int, str], dict]
 
 METHODS = ("width", "depth", "resolution", "compound")
 METHOD_LABELS = {"width": "width only (w)", "depth": "depth only (d)",
-                 "resolution": "resolution only (r)", "compound": "compound (phi)"}
+                 "resolution": "resolution only (r)", "compound": "compound (φ)"}
 
 
 class CandidateInterrupted(RuntimeError):
@@ -233,7 +233,7 @@ def _grid_key(alpha: float, beta: float, gamma: float) -> str:
 
 GRID_COLUMNS = ("rank", "key", "alpha", "beta", "gamma", "product", "width", "depth", "resolution",
                 "num_blocks", "params", "flops", "flops_ratio", "val_accuracy", "val_loss",
-                "steps", "wall_seconds", "same_as")
+                "steps", "wall_seconds", "same_as", "error")
 
 
 def grid_search(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget: int, *,
@@ -274,18 +274,19 @@ def grid_search(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget: in
     _write_json_atomic(os.path.join(out_dir, "results.json"), ranked)
     if plot:
         plot_grid_search(ranked, os.path.join(out_dir, "grid_search.png"),
-                         title=f"alpha-beta-gamma grid search at phi={phi:g} from {baseline.name} "
-                               f"({budget} steps each)")
+                         title=f"Grid search of α (depth), β (width), γ (resolution) at φ={phi:g}\n"
+                               f"from {baseline.name}, {budget} training steps each")
     return ranked
 
 
 def plot_grid_search(ranked: list[dict], path: str, title: str = "grid search") -> str:
     """Horizontal bars of validation accuracy per candidate, best on top; writes a PNG."""
     plt = _pyplot()
-    labels = [f"a={r['alpha']:g} b={r['beta']:g} g={r['gamma']:g} "
-              f"({r['flops_ratio']:.2f}x FLOPs)" for r in ranked]
+    labels = [f"α={r['alpha']:g} β={r['beta']:g} γ={r['gamma']:g} "
+              f"({r['flops_ratio']:.2f}x FLOPs){' failed' if r.get('error') else ''}"
+              for r in ranked]
     values = [r["val_accuracy"] for r in ranked]
-    figure, axes = plt.subplots(figsize=(9, 1.5 + 0.32 * len(ranked)))
+    figure, axes = plt.subplots(figsize=(9, 2.6 + 0.32 * len(ranked)))
     positions = list(range(len(ranked)))[::-1]
     bars = axes.barh(positions, values, color="tab:blue", label="validation accuracy")
     for bar, value in zip(bars, values):
@@ -294,7 +295,7 @@ def plot_grid_search(ranked: list[dict], path: str, title: str = "grid search") 
     axes.set_yticks(positions)
     axes.set_yticklabels(labels, fontsize=8)
     axes.set_xlabel("validation top-1 accuracy")
-    axes.set_ylabel("candidate (alpha=depth, beta=width, gamma=resolution)")
+    axes.set_ylabel("candidate")
     axes.set_xlim(0, max(1.0, max(values, default=0) * 1.1))
     axes.set_title(title)
     axes.legend(loc="lower right")
@@ -366,7 +367,7 @@ def solve_for_flops(baseline: ModelSpec, method: str, flops_ratio: float, *,
 
 CURVE_COLUMNS = ("method", "target_ratio", "coefficient", "key", "width", "depth", "resolution",
                  "num_blocks", "params", "flops", "flops_ratio", "val_accuracy", "val_loss",
-                 "steps", "wall_seconds", "same_as")
+                 "steps", "wall_seconds", "same_as", "error")
 
 
 def scaling_curves(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget: int, *,
@@ -414,8 +415,8 @@ def scaling_curves(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget:
     _write_json_atomic(os.path.join(out_dir, "scaling_curves.json"), rows)
     if plot:
         plot_scaling_curves(rows, os.path.join(out_dir, "scaling_curves.png"),
-                            title=f"Scaling {baseline.name}: one dimension vs compound "
-                                  f"({budget} steps each)")
+                            title=f"Scaling {baseline.name}: one dimension vs compound\n"
+                                  f"({budget} training steps each)")
     return rows
 
 
@@ -427,11 +428,16 @@ def plot_scaling_curves(rows: list[dict], path: str, title: str = "scaling curve
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     for method in methods:
         points = sorted((r["flops"], r["val_accuracy"]) for r in rows if r["method"] == method)
-        axes.plot([p[0] / 1e6 for p in points], [p[1] for p in points],
+        axes.plot([p[0] for p in points], [p[1] for p in points],
                   marker=markers.get(method, "o"), markersize=9 if method == "compound" else 6,
                   linewidth=2.2 if method == "compound" else 1.4, label=METHOD_LABELS[method])
     axes.set_xscale("log")
-    axes.set_xlabel("FLOPs (millions of multiply-adds per image, log scale)")
+    from matplotlib import ticker  # noqa: PLC0415
+    label = ticker.FuncFormatter(lambda value, _: format_count(value))
+    axes.xaxis.set_major_formatter(label)
+    axes.xaxis.set_minor_formatter(label)
+    axes.tick_params(axis="x", which="minor", labelsize=7)
+    axes.set_xlabel("FLOPs (multiply-adds per image, log scale)")
     axes.set_ylabel("validation top-1 accuracy")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
@@ -486,7 +492,11 @@ def trainer_train_fn(base_config, **train_kwargs) -> TrainFn:
         from keras_effnet import training  # noqa: PLC0415
 
         config = candidate_config(base_config, spec, budget, run_dir)
-        metrics = training.train(config, **train_kwargs)
+        try:
+            metrics = training.train(config, **train_kwargs)
+        except training.TrainingStopped as error:
+            # A diverging candidate is a result (ranked last), not the end of the search.
+            return dict(val_accuracy=0.0, error=str(error))
         if metrics.get("interrupted"):
             return dict(interrupted=True)
         return dict(val_accuracy=float(metrics["top1"]), val_top5=float(metrics["top5"]),

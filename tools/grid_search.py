@@ -25,6 +25,7 @@ from keras_effnet.cli.common import config_from_flags, define_flags  # noqa: E40
 
 define_flags()
 FLAGS = flags.FLAGS
+EXIT_PREEMPTED = 143  # as tools/train.py: stopped by SIGTERM, rerun to resume
 
 
 def _define(definer, name, *args, **kwargs):
@@ -70,7 +71,10 @@ def main(argv) -> int:
             FLAGS.steps, target=FLAGS.target, tolerance=FLAGS.tolerance, step=FLAGS.step,
             maximum=FLAGS.max_coefficient, phi=FLAGS.search_phi, candidates=candidates,
             resolution_divisor=FLAGS.resolution_divisor, settings=search.config_settings(config))
-    except (ValueError, FileNotFoundError, search.CandidateInterrupted) as error:
+    except search.CandidateInterrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("rank  alpha  beta  gamma  FLOPs-ratio  val_accuracy")

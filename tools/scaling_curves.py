@@ -23,6 +23,7 @@ from keras_effnet.cli.common import config_from_flags, define_flags  # noqa: E40
 
 define_flags()
 FLAGS = flags.FLAGS
+EXIT_PREEMPTED = 143  # as tools/train.py: stopped by SIGTERM, rerun to resume
 
 
 def _define(definer, name, *args, **kwargs):
@@ -61,7 +62,10 @@ def main(argv) -> int:
             FLAGS.steps, flops_targets=targets, methods=FLAGS.methods, alpha=FLAGS.alpha,
             beta=FLAGS.beta, gamma=FLAGS.gamma, resolution_divisor=FLAGS.resolution_divisor,
             settings=search.config_settings(config))
-    except (ValueError, FileNotFoundError, search.CandidateInterrupted) as error:
+    except search.CandidateInterrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print("method      target  coefficient  FLOPs-ratio  val_accuracy")
