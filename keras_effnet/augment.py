@@ -57,14 +57,27 @@ def _uniform(seed, minval=0.0, maxval=1.0) -> tf.Tensor:
 
 
 @_no_autograph
-def _apply_lut(image: tf.Tensor, lut: tf.Tensor) -> tf.Tensor:
-    """Maps uint8 values through a lookup table: lut [256] or per channel [3, 256]."""
+def _lut_indices(image: tf.Tensor) -> tf.Tensor:
+    """Flat int32 indices into a per-channel table [3 * 256]: value + 256 * channel.
+
+    The channel offsets are tiled to full length rather than broadcast: TF's broadcasting
+    add over the last axis is ~8x slower than a plain elementwise add (0.9 vs 0.1 ms at 224 px).
+    """
+    offsets = tf.tile(tf.constant([0, 256, 512], tf.int32), [tf.size(image) // 3])
+    return tf.cast(tf.reshape(image, [-1]), tf.int32) + offsets
+
+
+@_no_autograph
+def _apply_lut(image: tf.Tensor, lut: tf.Tensor, indices: tf.Tensor | None = None) -> tf.Tensor:
+    """Maps uint8 values through a lookup table: lut [256] or per channel [3, 256].
+
+    `indices`: `_lut_indices(image)` when the caller already has them (per-channel tables).
+    """
     lut = tf.cast(tf.clip_by_value(lut, 0, 255), tf.uint8)
-    idx = tf.cast(image, tf.int32)
     if lut.shape.rank == 2:
-        idx = idx + tf.constant([0, 256, 512], tf.int32)
-        lut = tf.reshape(lut, [-1])
-    return tf.gather(lut, idx)
+        indices = _lut_indices(image) if indices is None else indices
+        return tf.reshape(tf.gather(tf.reshape(lut, [-1]), indices), tf.shape(image))
+    return tf.gather(lut, tf.cast(image, tf.int32))
 
 
 @_no_autograph
@@ -86,29 +99,55 @@ def posterize(image: tf.Tensor, bits) -> tf.Tensor:
     return tf.bitwise.bitwise_and(image, mask)
 
 
+# Pixel selections below are bit arithmetic on uint8 (x ^ 255 == 255 - x; a 0/255 mask picks
+# between two images), not tf.where: TF's Select on uint8 images costs ~1.2 ms at 224 px,
+# the arithmetic ~0.2 ms, with identical results.
+
+
+@_no_autograph
+def _mask(condition: tf.Tensor, enabled=True) -> tf.Tensor:
+    """uint8 255 where `condition` (and the scalar `enabled`) holds, else 0."""
+    return tf.cast(condition, tf.uint8) * tf.where(enabled, tf.constant(255, tf.uint8),
+                                                     tf.constant(0, tf.uint8))
+
+
+@_no_autograph
+def _select(mask: tf.Tensor, if_set: tf.Tensor, otherwise: tf.Tensor) -> tf.Tensor:
+    """`if_set` where the uint8 `mask` is 255, `otherwise` where it is 0."""
+    return tf.bitwise.bitwise_xor(otherwise, tf.bitwise.bitwise_and(
+        mask, tf.bitwise.bitwise_xor(otherwise, if_set)))
+
+
 @_no_autograph
 def solarize(image: tf.Tensor, threshold=128) -> tf.Tensor:
     """PIL ImageOps.solarize: invert values >= threshold (0..256)."""
     image = tf.convert_to_tensor(image)
-    keep = tf.cast(image, tf.int32) < tf.cast(threshold, tf.int32)
-    return tf.where(keep, image, 255 - image)
+    threshold = tf.cast(threshold, tf.int32)
+    clipped = tf.cast(tf.clip_by_value(threshold, 0, 255), tf.uint8)
+    return tf.bitwise.bitwise_xor(image, _mask(image >= clipped, threshold <= 255))
 
 
 @_no_autograph
 def solarize_add(image: tf.Tensor, addition=0, threshold=128) -> tf.Tensor:
     """Add `addition` (clipped to 0..255) to values below `threshold`."""
     image = tf.convert_to_tensor(image)
-    values = tf.cast(image, tf.int32)
-    added = tf.cast(tf.clip_by_value(values + tf.cast(addition, tf.int32), 0, 255), tf.uint8)
-    return tf.where(values < tf.cast(threshold, tf.int32), added, image)
+    addition = tf.cast(addition, tf.int32)
+    threshold = tf.cast(threshold, tf.int32)
+    # Saturating uint8 add: min(max(x, n), 255 - p) + p - n with p = max(a, 0), n = max(-a, 0).
+    plus = tf.cast(tf.clip_by_value(addition, 0, 255), tf.uint8)
+    minus = tf.cast(tf.clip_by_value(-addition, 0, 255), tf.uint8)
+    added = tf.minimum(tf.maximum(image, minus), 255 - plus) + plus - minus
+    below = image <= tf.cast(tf.clip_by_value(threshold - 1, 0, 255), tf.uint8)  # x < threshold
+    return _select(_mask(below, threshold >= 1), added, image)
 
 
 @_no_autograph
 def autocontrast(image: tf.Tensor) -> tf.Tensor:
     """PIL ImageOps.autocontrast (cutoff 0): stretch each channel to 0..255."""
     image = tf.convert_to_tensor(image)
-    lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float64)  # [3]
-    hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float64)
+    pixels = tf.reshape(image, [-1, 3])
+    lo = tf.cast(tf.reduce_min(pixels, axis=0), tf.float64)  # [3]
+    hi = tf.cast(tf.reduce_max(pixels, axis=0), tf.float64)
     scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1.0), 1.0)
     offset = tf.where(hi > lo, -lo * scale, 0.0)
     levels = tf.range(256, dtype=tf.float64)
@@ -117,10 +156,9 @@ def autocontrast(image: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
-def _channel_histograms(image: tf.Tensor) -> tf.Tensor:
-    """Histograms of the three channels, int32 [3, 256]."""
-    idx = tf.cast(image, tf.int32) + tf.constant([0, 256, 512], tf.int32)
-    counts = tf.math.bincount(tf.reshape(idx, [-1]), minlength=768, maxlength=768)
+def _channel_histograms(indices: tf.Tensor) -> tf.Tensor:
+    """Histograms of the three channels, int32 [3, 256], from `_lut_indices(image)`."""
+    counts = tf.math.bincount(indices, minlength=768, maxlength=768)
     return tf.reshape(counts, [3, 256])
 
 
@@ -128,7 +166,8 @@ def _channel_histograms(image: tf.Tensor) -> tf.Tensor:
 def equalize(image: tf.Tensor) -> tf.Tensor:
     """PIL ImageOps.equalize, per channel."""
     image = tf.convert_to_tensor(image)
-    hist = _channel_histograms(image)  # [3, 256]
+    indices = _lut_indices(image)  # shared by the histogram and the lookup
+    hist = _channel_histograms(indices)  # [3, 256]
     # The count in the highest non-empty bin is left out of the step (as PIL does).
     nonzero = hist > 0
     last_index = 255 - tf.argmax(tf.reverse(tf.cast(nonzero, tf.int32), [1]), axis=1, output_type=tf.int32)
@@ -138,7 +177,7 @@ def equalize(image: tf.Tensor) -> tf.Tensor:
     exclusive_cumsum = tf.cumsum(hist, axis=1, exclusive=True)
     lut = (exclusive_cumsum + safe_step // 2) // safe_step
     lut = tf.where(step[:, None] > 0, lut, tf.range(256)[None, :])
-    return _apply_lut(image, lut)
+    return _apply_lut(image, lut, indices)
 
 
 # ---------------------------------------------------------------------------
@@ -175,14 +214,15 @@ def contrast(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
     gray = _grayscale(image)
     mean = tf.floor(tf.reduce_mean(tf.cast(gray, tf.float64)) + 0.5)
-    degenerate = tf.fill(tf.shape(image), tf.cast(mean, tf.float32))
-    return blend(degenerate, image, factor)
+    return blend(tf.cast(mean, tf.float32), image, factor)  # a scalar degenerate image
 
 
 @_no_autograph
 def brightness(image: tf.Tensor, factor) -> tf.Tensor:
     """PIL ImageEnhance.Brightness: blend with black."""
-    return blend(tf.zeros_like(image), image, factor)
+    # blend(0, x, f) = 0 + f * (x - 0) = f * x exactly in float32.
+    mixed = tf.cast(factor, tf.float32) * tf.cast(image, tf.float32)
+    return tf.cast(tf.clip_by_value(mixed, 0.0, 255.0), tf.uint8)
 
 
 @_no_autograph
@@ -195,11 +235,11 @@ def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
         tf.cast(image, tf.float32)[None], kernel, strides=[1, 1, 1, 1], padding="VALID"
     )[0]
     smooth = tf.cast(tf.clip_by_value(tf.round(smooth), 0.0, 255.0), tf.uint8)
-    # PIL leaves the one-pixel border unfiltered.
-    padded = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
-    inside = tf.pad(tf.ones_like(smooth, dtype=tf.bool), [[1, 1], [1, 1], [0, 0]])
-    degenerate = tf.where(inside, padded, image)
-    return blend(degenerate, image, factor)
+    # PIL leaves the one-pixel border unfiltered: there the degenerate image is the image
+    # itself and the blend is the identity, so only the interior is blended.
+    inside = blend(smooth, image[1:-1, 1:-1], factor)
+    middle = tf.concat([image[1:-1, :1], inside, image[1:-1, -1:]], axis=1)
+    return tf.concat([image[:1], middle, image[-1:]], axis=0)
 
 
 # ---------------------------------------------------------------------------
@@ -211,18 +251,28 @@ def _transform(image: tf.Tensor, matrix: Sequence, replace=FILL_VALUE) -> tf.Ten
     """Projective transform; `matrix` maps output (x, y) to input coordinates.
 
     `matrix` is [a0, a1, a2, b0, b1, b2, c0, c1] as in tf.raw_ops.ImageProjectiveTransformV3.
+    The kernel computes the source coordinates once per channel; here it runs once, on a
+    one-channel int32 image of pixel numbers (1-based; 0 = uncovered), and the pixels are
+    then gathered with all channels at once: ~0.3-0.6 ms instead of ~1.5 ms at 224 px. The
+    kernel's own arithmetic and rounding pick the source pixel, so results are bit-identical.
+    (Re-implementing the coordinate arithmetic in TF ops is not: Grappler may reassociate
+    it in graph mode and move pixels on rounding ties.)
     """
     image = tf.convert_to_tensor(image)
+    shape = tf.shape(image)
     transforms = tf.reshape(tf.cast(tf.stack(matrix), tf.float32), [1, 8])
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],
+    pixel_number = tf.reshape(tf.range(1, shape[0] * shape[1] + 1), [1, shape[0], shape[1], 1])
+    source = tf.raw_ops.ImageProjectiveTransformV3(
+        images=pixel_number,
         transforms=transforms,
-        output_shape=tf.shape(image)[:2],
-        fill_value=tf.cast(replace, tf.float32),
+        output_shape=shape[:2],
+        fill_value=0.0,
         interpolation="NEAREST",
         fill_mode="CONSTANT",
     )
-    return out[0]
+    pixels = tf.concat([tf.fill([1, shape[2]], tf.cast(replace, image.dtype)),  # number 0: fill
+                        tf.reshape(image, [-1, shape[2]])], axis=0)
+    return tf.reshape(tf.gather(pixels, tf.reshape(source, [-1])), shape)
 
 
 @_no_autograph
@@ -270,14 +320,17 @@ def translate_y(image: tf.Tensor, pixels, replace=FILL_VALUE) -> tf.Tensor:
 def cutout_at(image: tf.Tensor, center_y, center_x, pad_size, replace=FILL_VALUE) -> tf.Tensor:
     """Fill the square [cy - pad, cy + pad) x [cx - pad, cx + pad) (clipped) with `replace`."""
     image = tf.convert_to_tensor(image)
-    rows = tf.range(tf.shape(image)[0])[:, None]
-    cols = tf.range(tf.shape(image)[1])[None, :]
-    inside = (
-        (rows >= center_y - pad_size) & (rows < center_y + pad_size)
-        & (cols >= center_x - pad_size) & (cols < center_x + pad_size)
-    )
-    fill = tf.cast(tf.fill(tf.shape(image), tf.cast(replace, image.dtype)), image.dtype)
-    return tf.where(inside[..., None], fill, image)
+    shape = tf.shape(image)
+    center_y, center_x, pad_size = (tf.cast(v, tf.int32) for v in (center_y, center_x, pad_size))
+    top = tf.clip_by_value(center_y - pad_size, 0, shape[0])
+    left = tf.clip_by_value(center_x - pad_size, 0, shape[1])
+    bottom = tf.clip_by_value(center_y + pad_size, top, shape[0])
+    right = tf.clip_by_value(center_x + pad_size, left, shape[1])
+    fill = tf.fill([bottom - top, right - left, shape[2]], tf.cast(replace, image.dtype))
+    # Writes the square in place of a full-image select (several times cheaper).
+    return tf.raw_ops.TensorStridedSliceUpdate(
+        input=image, begin=tf.stack([top, left, 0]), end=tf.stack([bottom, right, shape[2]]),
+        strides=[1, 1, 1], value=fill)
 
 
 @_no_autograph

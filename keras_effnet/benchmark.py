@@ -220,8 +220,9 @@ def to_markdown(rows: Sequence[Row], machine: dict[str, str] | None = None,
     out = io.StringIO()
     if machine:
         out.write("Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + "\n\n")
-    out.write("| engine | task | batch | images/s | p50 ms | p90 ms | × baseline (median of rounds)"
-              " | baseline |\n|---|---|---:|---:|---:|---:|---:|---|\n")
+    out.write("| engine | task | batch | images/s | p50 ms | p90 ms "
+              "| × baseline (median of rounds) | baseline |\n"
+              "|---|---|---:|---:|---:|---:|---:|---|\n")
     for row in rows:
         ratio = "" if row.ratio_median is None else f"{row.ratio_median:.2f}×"
         out.write(f"| {row.engine} | {row.task} | {row.batch_size} | "

@@ -314,7 +314,7 @@ optimizer:
   label_smoothing: 0.1
   ema_decay: 0.99         # short run: 0.9999 would average over far more steps than it has
 schedule:
-  epochs: 25
+  epochs: 30
   warmup_epochs: 1
   decay: cosine
 runtime:

@@ -21,6 +21,12 @@ def create_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
     - ``tpu``: ``TPUStrategy`` on ``runtime.tpu`` (a name, ``grpc://`` address or ``local``).
     """
     name = runtime.strategy
+    if name == "multi_worker_mirrored":
+        # Must come before anything initialises the TensorFlow runtime (even listing devices).
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy multi_worker_mirrored needs the cluster in the TF_CONFIG "
+                             "environment variable (see docs/training.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -35,11 +41,6 @@ def create_strategy(runtime: RuntimeConfig) -> tf.distribute.Strategy:
         else:
             devices = [cpu.name for cpu in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker_mirrored":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy multi_worker_mirrored needs the cluster in the TF_CONFIG "
-                             "environment variable (see docs/training.md)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         tpu = runtime.tpu or ""
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(

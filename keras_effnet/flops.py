@@ -10,9 +10,9 @@ multiply-adds of the layers that hold weights, for ONE image at inference:
 
 Bias additions, batch normalisation (foldable into the convs), activations, the SE multiply, the
 residual adds, pooling and the input normalisation are NOT in ``flops``; they are counted apart in
-``elementwise`` (one operation per output element; per input element for pooling). This is the
-convention of the paper's table and of common counters (tensorflow/tpu's profiler-free figures,
-ptflops/thop's conv + linear MACs).
+``elementwise`` (one operation per output element; per input element for pooling). Counting only
+conv and linear multiply-accumulates is the usual convention of multiply-add counts; docs/scaling.md
+compares the results with the paper's figures and explains each gap.
 
 ``count_model_flops(model)`` walks a built Keras model's layers and output shapes (any model made
 of these layer types). ``count_spec_flops(spec)`` computes the same numbers from the scaled block
@@ -100,6 +100,8 @@ def count_model_flops(model) -> FlopsCount:
     """
     import keras  # noqa: PLC0415 (keep the analytic counter importable without building)
 
+    from keras_effnet.layers import ImageNormalization, StochasticDepth  # noqa: PLC0415
+
     by_kind = dict.fromkeys(KINDS, 0)
     elementwise = 0
     resolution = None
@@ -132,14 +134,12 @@ def count_model_flops(model) -> FlopsCount:
                                 keras.layers.GlobalMaxPooling2D, keras.layers.AveragePooling2D,
                                 keras.layers.MaxPooling2D)):
             elementwise += _elements(_input_shape(layer))
-        elif isinstance(layer, (keras.layers.Dropout, keras.layers.ZeroPadding2D,
+        elif isinstance(layer, (keras.layers.Dropout, StochasticDepth, keras.layers.ZeroPadding2D,
                                 keras.layers.Reshape, keras.layers.Flatten)):
-            continue  # identity at inference / data movement
-        elif layer.name.endswith("_drop"):
-            continue  # StochasticDepth: identity at inference
-        elif layer.weights and not isinstance(layer, keras.layers.BatchNormalization) \
-                and type(layer).__name__ not in ("ImageNormalization", "Normalization",
-                                                 "Rescaling"):
+            continue  # identities at inference, or data movement
+        elif layer.weights and not isinstance(layer, (keras.layers.BatchNormalization,
+                                                      keras.layers.Normalization,
+                                                      ImageNormalization)):
             raise ValueError(f"count_model_flops does not know layer {layer.name!r} of type "
                              f"{type(layer).__name__}, which has weights")
         else:

@@ -262,7 +262,7 @@ class ExponentialMovingAverage(tf.Module):
 
     ``decay_t = min(decay, (1 + t) / (10 + t))`` when ``warmup`` (as ``tf.train.ExponentialMovingAverage``
     with ``num_updates=global_step`` in the original code), so short runs are not dominated by the
-    random initialisation; ``decay_t = decay`` otherwise. Create it inside ``strategy.scope()``.
+    random initialisation; ``decay_t = decay`` otherwise. Create it inside ``strategy.scope()``;
     ``apply`` and ``swap`` must be called in cross-replica context (outside ``strategy.run``).
     """
 
@@ -272,6 +272,8 @@ class ExponentialMovingAverage(tf.Module):
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
         self.warmup = bool(warmup)
+        # The strategy the variables belong to (apply/swap may run outside its scope).
+        self._strategy = tf.distribute.get_strategy()
         self._model_variables = [_tensor(v) for v in variables]
         self.average_variables = []
         for variable in self._model_variables:
@@ -293,7 +295,7 @@ class ExponentialMovingAverage(tf.Module):
     @tf.autograph.experimental.do_not_convert
     def apply(self):
         """One EMA update from the current model variables (cross-replica context)."""
-        strategy = tf.distribute.get_strategy()
+        strategy = self._strategy
         decay = self.current_decay()
 
         def update(shadow, value, decay):
@@ -307,7 +309,7 @@ class ExponentialMovingAverage(tf.Module):
     @tf.autograph.experimental.do_not_convert
     def swap(self):
         """Exchange model and average values (call twice to undo). Cross-replica context."""
-        strategy = tf.distribute.get_strategy()
+        strategy = self._strategy
 
         def exchange(variable, shadow):
             # Runs per device: ``shadow`` is this device's component of the average.
@@ -321,7 +323,7 @@ class ExponentialMovingAverage(tf.Module):
     @tf.autograph.experimental.do_not_convert
     def copy_to_model(self):
         """Overwrite the model variables with the averages (used for the final export)."""
-        strategy = tf.distribute.get_strategy()
+        strategy = self._strategy
         for shadow, variable in zip(self.average_variables, self._model_variables):
             strategy.extended.update(variable, lambda v, s: v.assign(tf.cast(s, v.dtype)),
                                      args=(shadow,), group=False)

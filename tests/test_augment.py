@@ -211,3 +211,35 @@ def test_mixup_and_cutmix_labels_sum_to_one():
     mixed_images, mixed_labels = augment.cutmix(images, labels, 1.0, seed=tf.constant([3, 3]))
     pasted = np.mean(np.any(mixed_images.numpy()[0] != images.numpy()[0], axis=-1))
     np.testing.assert_allclose(mixed_labels.numpy()[0, 3], pasted, atol=1e-6)
+
+
+def test_geometric_ops_match_projective_transform_kernel():
+    """_transform gathers pixels through the kernel's own index map: bit-identical to running
+    ImageProjectiveTransformV3 on the image, eagerly and traced (Grappler active)."""
+    array = IMAGES[0]
+
+    def kernel(image, matrix):
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=image[None], transforms=tf.constant([matrix], tf.float32),
+            output_shape=tf.shape(image)[:2], fill_value=128.0, interpolation="NEAREST",
+            fill_mode="CONSTANT")[0]
+
+    traced = tf.function(lambda image, matrix: augment._transform(image, tf.unstack(matrix)))
+    rng = np.random.RandomState(3)
+    for _ in range(20):
+        angle = rng.uniform(-np.pi, np.pi)
+        matrix = [np.cos(angle), -np.sin(angle), rng.uniform(-9, 9), np.sin(angle), np.cos(angle),
+                  rng.uniform(-9, 9), 0.0, 0.0]
+        want = kernel(tf.constant(array), matrix).numpy()
+        np.testing.assert_array_equal(augment._transform(tf.constant(array), matrix).numpy(), want)
+        np.testing.assert_array_equal(traced(tf.constant(array), tf.constant(matrix, tf.float32)).numpy(), want)
+
+
+def test_solarize_ops_at_extreme_arguments():
+    array = IMAGES[0].astype(int)
+    for threshold in (-3, 0, 1, 255, 256, 300):
+        want = np.where(array < threshold, array, 255 - array)
+        np.testing.assert_array_equal(_tf(augment.solarize, IMAGES[0], threshold), want)
+        for addition in (-300, -1, 0, 200, 300):
+            want = np.where(array < threshold, np.clip(array + addition, 0, 255), array)
+            np.testing.assert_array_equal(_tf(augment.solarize_add, IMAGES[0], addition, threshold), want)

@@ -78,7 +78,8 @@ def test_markdown_and_csv_reports():
                "peak_training_mib": 2500.0}]
     markdown = benchmark.to_markdown(rows, {"cpu": "test cpu", "cores": "2"}, memory,
                                      ["a note"])
-    assert "| effnet | inference | 32 | 31.0 | 1000.0 | 1100.0 | 1.15× | applications |" in markdown
+    expected = "| effnet | inference | 32 | 31.0 | 1000.0 | 1100.0 | 1.15× | applications |"
+    assert expected in markdown
     assert "| effnet | 700 | 1500 | 2500 |" in markdown
     assert "Machine: cpu test cpu; cores 2" in markdown and "- a note" in markdown
     table = list(csv.reader(io.StringIO(benchmark.to_csv(rows, memory))))

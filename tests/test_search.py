@@ -180,7 +180,8 @@ def test_candidate_config_expresses_the_spec():
     assert candidate.data.image_size == spec.resolution == 37
     assert candidate.runtime.steps_per_epoch == 7 and candidate.schedule.epochs == 1.0
     assert candidate.runtime.model_dir == "/tmp/run"
-    assert candidate.schedule.warmup_epochs == pytest.approx(1 / 20)
+    assert candidate.schedule.warmup_epochs == pytest.approx(
+        config.schedule.warmup_epochs / config.schedule.epochs)
     assert config.runtime.model_dir is None  # the base config is untouched
     user = scaling.spec_from_blocks(["r1_k3_s11_e1_i32_o16"], resolution=32)
     with pytest.raises(ValueError, match="cannot express"):
