@@ -31,9 +31,18 @@ from keras_effnet.scaling import (
     compound_coefficients,
     compound_spec,
     get_spec,
+    multiply_spec,
     round_filters,
     round_repeats,
     scale_blocks,
+    scale_spec,
+    spec_from_blocks,
 )
 
 __version__ = "0.1.0"
+
+import keras as _keras
+
+if _keras.config.backend() == "tensorflow":
+    # Registers the TF1-semantics RMSProp and the schedules, so saved training artefacts load.
+    from keras_effnet import optim as _optim  # noqa: F401

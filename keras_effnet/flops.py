@@ -194,8 +194,8 @@ def count_spec_flops(spec: ModelSpec | str, resolution: int | None = None,
     t.elementwise += height * height * stem  # activation
     channels = stem
     for _, block in block_sequence(spec):
-        # As the builder: the expand conv reads the channels actually arriving (a user table may
-        # declare other input filters than the stem makes); widths come from the declared ones.
+        # As the builder: convs read the channels that actually arrive (``channels``); widths
+        # derived from the table (expansion, SE) come from the block's declared input filters.
         c_in = block.input_filters
         expanded = channels
         if block.expand_ratio != 1:

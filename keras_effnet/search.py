@@ -274,8 +274,8 @@ def grid_search(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget: in
     _write_json_atomic(os.path.join(out_dir, "results.json"), ranked)
     if plot:
         plot_grid_search(ranked, os.path.join(out_dir, "grid_search.png"),
-                         title=f"Grid search of α (depth), β (width), γ (resolution) at φ={phi:g}\n"
-                               f"from {baseline.name}, {budget} training steps each")
+                         title=f"Grid search of α (depth), β (width), γ (resolution) at "
+                               f"φ={phi:g}\nfrom {baseline.name}, {budget} training steps each")
     return ranked
 
 

@@ -69,7 +69,7 @@ def test_spec_count_equals_model_walk_b0(b0_model):
 
 @pytest.mark.parametrize("spec, kwargs", [
     ("lite0", {}),
-    # Lite4's width-scaled first stage declares 48 inputs but the fixed stem makes 32.
+    # Lite4: fixed 32-channel stem before a width-scaled (48) first stage.
     ("lite4", dict(input_shape=(64, 64, 3))),
     (scaling.compound_spec(-4.0), dict(input_shape=(57, 57, 3), include_top=False)),  # odd size
     (scaling.spec_from_blocks(["r2_k3_s22_e3_i16_o24_se0.5", "r1_k5_s22_e1_i24_o24_noskip"],
