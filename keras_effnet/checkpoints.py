@@ -18,12 +18,13 @@ written to a temporary name and ``os.replace``-d.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 
 import tensorflow as tf
+
+from keras_effnet import atomic
 
 BEST_DIR = "best"
 DATA_DIR = "data_state"
@@ -31,40 +32,13 @@ EXPORT_DIR = "export"
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON via a temporary file and ``os.replace`` (readers never see half)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``payload`` as JSON atomically (readers never see half a file)."""
+    atomic.write_json(path, payload)
 
 
 def save_keras_atomic(model, path: str) -> None:
     """``model.save`` (``.keras``) or ``model.save_weights`` (``.weights.h5``) atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = ".weights.h5" if path.endswith(".weights.h5") else ".keras"
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(handle)
-    try:
-        if suffix == ".keras":
-            model.save(tmp, overwrite=True)
-        else:
-            model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic.save_keras(model, path)
 
 
 def check_writable(model_dir: str) -> None:

@@ -32,6 +32,7 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from keras_effnet import atomic
 from keras_effnet.scaling import ModelSpec, get_spec
 
 SOURCES = ("tpu-checkpoint", "lukemelas", "keras-h5")
@@ -607,15 +608,7 @@ def _hint(tensors: Tensors, spec: ModelSpec, source: str) -> str:
 
 def save_weights_atomic(model, output_path: Path) -> None:
     """``model.save_weights`` to a temporary file next to ``output_path``, then rename."""
-    output_path = Path(output_path)
-    tmp = output_path.with_name(f".{output_path.name[:-len('.weights.h5')]}"
-                                f".{os.getpid()}.partial.weights.h5")
-    try:
-        model.save_weights(str(tmp))
-        os.replace(tmp, output_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic.save_keras(model, output_path)
 
 
 def convert_tpu_checkpoint(model: ModelSpec | str, input_path, output_path,

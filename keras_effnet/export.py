@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import keras

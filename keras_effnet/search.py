@@ -26,7 +26,7 @@ import math
 import os
 from typing import Callable, Sequence
 
-from keras_effnet import scaling
+from keras_effnet import atomic, scaling
 from keras_effnet.blocks import encode_blocks
 from keras_effnet.flops import count_spec_flops, format_count
 from keras_effnet.scaling import ModelSpec
@@ -43,34 +43,6 @@ class CandidateInterrupted(RuntimeError):
 
 
 # -- persistence ------------------------------------------------------------------------------
-
-def _write_json_atomic(path: str, payload) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_text_atomic(path: str, write: Callable) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 class ResultStore:
     """One JSON file per finished candidate under ``<out_dir>/results``, plus ``settings.json``.
@@ -95,7 +67,7 @@ class ResultStore:
                     f"{out_dir!r} holds results of a run with different settings ({', '.join(keys)}"
                     f"); use a new output directory, or delete {out_dir!r} to start over")
         else:
-            _write_json_atomic(path, settings)
+            atomic.write_json(path, settings)
 
     def path(self, key: str) -> str:
         return os.path.join(self.results_dir, f"{key}.json")
@@ -108,7 +80,7 @@ class ResultStore:
             return json.load(stream)
 
     def put(self, key: str, record: dict) -> None:
-        _write_json_atomic(self.path(key), record)
+        atomic.write_json(self.path(key), record)
 
     def finished(self) -> dict[str, dict]:
         records = {}
@@ -183,13 +155,12 @@ def _run_candidates(candidates: list[dict], train_fn: TrainFn, budget: int, stor
 
 
 def _write_csv(path: str, rows: list[dict], columns: Sequence[str]) -> None:
-    def write(tmp):
+    with atomic.atomic_path(path, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as stream:
             writer = csv.DictWriter(stream, fieldnames=list(columns), extrasaction="ignore")
             writer.writeheader()
             for row in rows:
                 writer.writerow({c: row.get(c, "") for c in columns})
-    _write_text_atomic(path, write)
 
 
 def _pyplot():
@@ -271,7 +242,7 @@ def grid_search(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget: in
     for rank, record in enumerate(ranked, start=1):
         record["rank"] = rank
     _write_csv(os.path.join(out_dir, "results.csv"), ranked, GRID_COLUMNS)
-    _write_json_atomic(os.path.join(out_dir, "results.json"), ranked)
+    atomic.write_json(os.path.join(out_dir, "results.json"), ranked)
     if plot:
         plot_grid_search(ranked, os.path.join(out_dir, "grid_search.png"),
                          title=f"Grid search of α (depth), β (width), γ (resolution) at "
@@ -301,7 +272,8 @@ def plot_grid_search(ranked: list[dict], path: str, title: str = "grid search") 
     axes.legend(loc="lower right")
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    _write_text_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    with atomic.atomic_path(path, ".png") as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
     return path
 
@@ -412,7 +384,7 @@ def scaling_curves(baseline: ModelSpec, train_fn: TrainFn, out_dir: str, budget:
         rows.append(dict(baseline_record, method=method))
         rows.extend(r for r in records[1:] if r["method"] == method)
     _write_csv(os.path.join(out_dir, "scaling_curves.csv"), rows, CURVE_COLUMNS)
-    _write_json_atomic(os.path.join(out_dir, "scaling_curves.json"), rows)
+    atomic.write_json(os.path.join(out_dir, "scaling_curves.json"), rows)
     if plot:
         plot_scaling_curves(rows, os.path.join(out_dir, "scaling_curves.png"),
                             title=f"Scaling {baseline.name}: one dimension vs compound\n"
@@ -443,7 +415,8 @@ def plot_scaling_curves(rows: list[dict], path: str, title: str = "scaling curve
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="scaling")
     figure.tight_layout()
-    _write_text_atomic(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    with atomic.atomic_path(path, ".png") as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
     return path
 

@@ -1,0 +1,57 @@
+"""Atomic file writes: write to a temporary name in the target's folder, then ``os.replace``.
+
+Readers see either the old file or the complete new one, never half of it; a failed write leaves
+the old file untouched and removes the temporary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    ``suffix`` keeps the file ending that writers such as ``model.save`` insist on
+    (``.keras``, ``.weights.h5``, ``.png``).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".partial{suffix}",
+                                   dir=directory)
+    os.close(handle)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically and fsync-ed."""
+    with atomic_path(path, ".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def save_keras(model, path: str | os.PathLike) -> None:
+    """``model.save`` (``.keras``) or ``model.save_weights`` (``.weights.h5``), atomically."""
+    path = os.fspath(path)
+    if path.endswith(".weights.h5"):
+        with atomic_path(path, ".weights.h5") as tmp:
+            model.save_weights(tmp, overwrite=True)
+    elif path.endswith(".keras"):
+        with atomic_path(path, ".keras") as tmp:
+            model.save(tmp, overwrite=True)
+    else:
+        raise ValueError(f"cannot tell how to save {path!r}: use a .keras or .weights.h5 name")

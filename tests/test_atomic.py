@@ -1,0 +1,36 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_effnet import atomic
+
+
+def test_write_json_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "metrics.json"
+    atomic.write_json(path, {"top1": 0.5})
+    atomic.write_json(path, {"top1": 0.75})
+    assert json.loads(path.read_text()) == {"top1": 0.75}
+    assert os.listdir(path.parent) == ["metrics.json"]
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic.write_json(path, {"ok": True})
+    with pytest.raises(TypeError):
+        atomic.write_json(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": True}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_save_keras_both_formats(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    atomic.save_keras(model, tmp_path / "m.keras")
+    atomic.save_keras(model, tmp_path / "m.weights.h5")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(restored.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "m.weights.h5"]
+    with pytest.raises(ValueError, match=".keras or .weights.h5"):
+        atomic.save_keras(model, tmp_path / "m.bin")
