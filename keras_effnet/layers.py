@@ -127,3 +127,38 @@ class StochasticDepth(keras.layers.Layer):
         config = super().get_config()
         config.update(rate=self.rate, seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` that trains with TensorFlow's fused kernel.
+
+    Keras 3 computes batch statistics with separate ops; on the TensorFlow backend
+    ``FusedBatchNormV3`` gives the same numbers (within float rounding) and makes a B0 training
+    step about 1.4x faster on CPU (docs/performance.md). Weights, names and inference are
+    unchanged; other backends, masks, synchronised or renormalised BN use the Keras path.
+    """
+
+    def _can_fuse(self, inputs, training, mask) -> bool:
+        return bool(training and self.trainable and mask is None
+                    and keras.backend.backend() == "tensorflow"
+                    and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                    and not self.synchronized and not getattr(self, "renorm", False)
+                    and self.scale and self.center)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        x = tf.cast(inputs, tf.float32)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+        # The kernel returns the unbiased batch variance; Keras tracks the biased one.
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)

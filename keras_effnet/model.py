@@ -14,7 +14,8 @@ import keras
 from keras import layers
 
 from keras_effnet.blocks import BlockArgs
-from keras_effnet.layers import NORMALIZATIONS, ImageNormalization, StochasticDepth
+from keras_effnet.layers import (NORMALIZATIONS, BatchNormalization, ImageNormalization,
+                                 StochasticDepth)
 from keras_effnet.scaling import STOCHASTIC_DEPTH_RATE, ModelSpec, get_spec
 
 BATCH_NORM_MOMENTUM = 0.99
@@ -45,9 +46,9 @@ def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, **kwargs)
                          kernel_initializer=CONV_INITIALIZER, name=name, **kwargs)
 
 
-def _batch_norm(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(axis=-1, momentum=BATCH_NORM_MOMENTUM,
-                                     epsilon=BATCH_NORM_EPSILON, name=name)
+def _batch_norm(name: str) -> BatchNormalization:
+    return BatchNormalization(axis=-1, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
+                              name=name)
 
 
 def mbconv_block(x, block: BlockArgs, activation: str, stochastic_depth: float, prefix: str):

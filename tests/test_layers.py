@@ -59,3 +59,24 @@ def test_stochastic_depth_drops_whole_samples_and_rescales():
 def test_stochastic_depth_rejects_bad_rate():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         StochasticDepth(1.0)
+
+
+def test_fused_batch_norm_matches_keras_batch_norm():
+    from keras_effnet.layers import BatchNormalization
+
+    x = np.random.default_rng(2).normal(3.0, 2.0, (8, 5, 5, 6)).astype("float32")
+    ours = BatchNormalization(momentum=0.9, epsilon=1e-3)
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    gamma = np.linspace(0.5, 1.5, 6).astype("float32")
+    for layer in (ours, reference):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(-gamma)
+    np.testing.assert_allclose(ours(x, training=True), reference(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), reference.moving_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), reference.moving_variance.numpy(),
+                               atol=1e-5)
+    # Inference is Keras' own code; only the float rounding of the statistics differs.
+    np.testing.assert_allclose(ours(x, training=False), reference(x, training=False), atol=1e-5)
+    assert not np.allclose(ours.moving_mean.numpy(), 0.0)  # statistics did update
