@@ -21,29 +21,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from keras_effnet.cli.common import config_from_flags, define_flags  # noqa: E402
+from keras_effnet.cli.common import (EXIT_PREEMPTED, config_from_flags, define_flags,  # noqa: E402
+                                     define_once)
 
 define_flags()
 FLAGS = flags.FLAGS
-EXIT_PREEMPTED = 143  # as tools/train.py: stopped by SIGTERM, rerun to resume
 
 
-def _define(definer, name, *args, **kwargs):
-    """Define a flag unless another tool imported in this process already did (tests)."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
-
-_define(flags.DEFINE_string, "out_dir", None, "Directory for results, runs and the plot.")
-_define(flags.DEFINE_integer, "steps", 200, "Training budget per candidate, in global-batch steps.")
-_define(flags.DEFINE_float, "target", 2.0, "Target of alpha * beta^2 * gamma^2 (FLOPs per phi).")
-_define(flags.DEFINE_float, "tolerance", 0.1, "Accepted |alpha * beta^2 * gamma^2 - target|.")
-_define(flags.DEFINE_float, "step", 0.05, "Grid step of alpha, beta and gamma.")
-_define(flags.DEFINE_float, "max_coefficient", 2.0, "Largest alpha, beta, gamma on the grid.")
-_define(flags.DEFINE_float, "search_phi", 1.0, "Compound coefficient of the candidates.")
-_define(flags.DEFINE_list, "candidates", [], "Explicit alpha:beta:gamma list instead of the "
+define_once(flags.DEFINE_string, "out_dir", None, "Directory for results, runs and the plot.")
+define_once(flags.DEFINE_integer, "steps", 200, "Training budget per candidate, in global-batch steps.")
+define_once(flags.DEFINE_float, "target", 2.0, "Target of alpha * beta^2 * gamma^2 (FLOPs per phi).")
+define_once(flags.DEFINE_float, "tolerance", 0.1, "Accepted |alpha * beta^2 * gamma^2 - target|.")
+define_once(flags.DEFINE_float, "step", 0.05, "Grid step of alpha, beta and gamma.")
+define_once(flags.DEFINE_float, "max_coefficient", 2.0, "Largest alpha, beta, gamma on the grid.")
+define_once(flags.DEFINE_float, "search_phi", 1.0, "Compound coefficient of the candidates.")
+define_once(flags.DEFINE_list, "candidates", [], "Explicit alpha:beta:gamma list instead of the "
         "grid, e.g. 1.2:1.1:1.15,1.0:1.4:1.0.")
-_define(flags.DEFINE_integer, "resolution_divisor", 1, "Round resolutions to this multiple.")
+define_once(flags.DEFINE_integer, "resolution_divisor", 1, "Round resolutions to this multiple.")
 
 
 def main(argv) -> int:

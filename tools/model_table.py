@@ -22,31 +22,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from keras_effnet import flops, scaling  # noqa: E402
+from keras_effnet.cli.common import define_once  # noqa: E402
 
 ALL_MODELS = "b0,b1,b2,b3,b4,b5,b6,b7,b8,l2,lite0,lite1,lite2,lite3,lite4"
 
 FLAGS = flags.FLAGS
 
 
-def _define(definer, name, *args, **kwargs):
-    """Define a flag unless another tool imported in this process already did (tests)."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
-
-_define(flags.DEFINE_list, "models", ALL_MODELS.split(","), "Published variants ('' for none).")
-_define(flags.DEFINE_list, "phi", [], "Compound coefficients: B0 scaled by alpha**phi, "
+define_once(flags.DEFINE_list, "models", ALL_MODELS.split(","), "Published variants ('' for none).")
+define_once(flags.DEFINE_list, "phi", [], "Compound coefficients: B0 scaled by alpha**phi, "
         "beta**phi, gamma**phi (scaling.compound_spec).")
-_define(flags.DEFINE_float, "alpha", scaling.ALPHA, "Depth base of compound scaling.")
-_define(flags.DEFINE_float, "beta", scaling.BETA, "Width base of compound scaling.")
-_define(flags.DEFINE_float, "gamma", scaling.GAMMA, "Resolution base of compound scaling.")
-_define(flags.DEFINE_list, "custom", [], "B0 at width:depth:resolution, e.g. 1.3:1.5:320.")
-_define(flags.DEFINE_enum, "format", "markdown", ["markdown", "csv"], "Output format.")
-_define(flags.DEFINE_enum, "count", "model", ["model", "spec"],
+define_once(flags.DEFINE_float, "alpha", scaling.ALPHA, "Depth base of compound scaling.")
+define_once(flags.DEFINE_float, "beta", scaling.BETA, "Width base of compound scaling.")
+define_once(flags.DEFINE_float, "gamma", scaling.GAMMA, "Resolution base of compound scaling.")
+define_once(flags.DEFINE_list, "custom", [], "B0 at width:depth:resolution, e.g. 1.3:1.5:320.")
+define_once(flags.DEFINE_enum, "format", "markdown", ["markdown", "csv"], "Output format.")
+define_once(flags.DEFINE_enum, "count", "model", ["model", "spec"],
         "'model' builds each model and walks its layers; 'spec' computes the same numbers "
         "from the block table (instant).")
-_define(flags.DEFINE_integer, "classes", 1000, "Classifier outputs.")
-_define(flags.DEFINE_string, "output", None, "Also write the table to this file.")
+define_once(flags.DEFINE_integer, "classes", 1000, "Classifier outputs.")
+define_once(flags.DEFINE_string, "output", None, "Also write the table to this file.")
 
 
 def _specs() -> list[scaling.ModelSpec]:

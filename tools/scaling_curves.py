@@ -19,29 +19,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from keras_effnet.cli.common import config_from_flags, define_flags  # noqa: E402
+from keras_effnet.cli.common import (EXIT_PREEMPTED, config_from_flags, define_flags,  # noqa: E402
+                                     define_once)
 
 define_flags()
 FLAGS = flags.FLAGS
-EXIT_PREEMPTED = 143  # as tools/train.py: stopped by SIGTERM, rerun to resume
 
 
-def _define(definer, name, *args, **kwargs):
-    """Define a flag unless another tool imported in this process already did (tests)."""
-    if name not in FLAGS:
-        definer(name, *args, **kwargs)
 
-
-_define(flags.DEFINE_string, "out_dir", None, "Directory for results, runs and the plot.")
-_define(flags.DEFINE_integer, "steps", 200, "Training budget per model, in global-batch steps.")
-_define(flags.DEFINE_list, "flops_targets", ["2", "4", "8"],
+define_once(flags.DEFINE_string, "out_dir", None, "Directory for results, runs and the plot.")
+define_once(flags.DEFINE_integer, "steps", 200, "Training budget per model, in global-batch steps.")
+define_once(flags.DEFINE_list, "flops_targets", ["2", "4", "8"],
         "FLOPs targets as multiples of the baseline's.")
-_define(flags.DEFINE_list, "methods", ["width", "depth", "resolution", "compound"],
+define_once(flags.DEFINE_list, "methods", ["width", "depth", "resolution", "compound"],
         "Scaling methods to run.")
-_define(flags.DEFINE_float, "alpha", 1.2, "Depth base of compound scaling.")
-_define(flags.DEFINE_float, "beta", 1.1, "Width base of compound scaling.")
-_define(flags.DEFINE_float, "gamma", 1.15, "Resolution base of compound scaling.")
-_define(flags.DEFINE_integer, "resolution_divisor", 1, "Round resolutions to this multiple.")
+define_once(flags.DEFINE_float, "alpha", 1.2, "Depth base of compound scaling.")
+define_once(flags.DEFINE_float, "beta", 1.1, "Width base of compound scaling.")
+define_once(flags.DEFINE_float, "gamma", 1.15, "Resolution base of compound scaling.")
+define_once(flags.DEFINE_integer, "resolution_divisor", 1, "Round resolutions to this multiple.")
 
 
 def main(argv) -> int:

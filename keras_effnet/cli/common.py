@@ -8,6 +8,15 @@ from keras_effnet.config import Config, demo_config, load_config
 
 FLAGS = flags.FLAGS
 
+# Exit status of a job stopped by SIGTERM after saving its state: rerun it to resume.
+EXIT_PREEMPTED = 143
+
+
+def define_once(definer, name: str, *args, **kwargs) -> None:
+    """``definer(name, ...)`` unless a tool imported earlier in this process defined ``name``."""
+    if name not in FLAGS:
+        definer(name, *args, **kwargs)
+
 
 def define_flags() -> None:
     """Define the job flags (idempotent: both mains may be imported in one process)."""

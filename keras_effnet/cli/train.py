@@ -11,11 +11,10 @@ import sys
 
 from absl import app, flags
 
-from keras_effnet.cli.common import config_from_flags, define_flags
+from keras_effnet.cli.common import EXIT_PREEMPTED, config_from_flags, define_flags
 
 define_flags()
 FLAGS = flags.FLAGS
-EXIT_PREEMPTED = 143
 
 
 def main(argv) -> int:
