@@ -57,8 +57,7 @@ def mbconv_block(x, block: BlockArgs, activation: str, stochastic_depth: float, 
     ``block`` carries the block's own (scaled) input/output channels and stride.
     """
     inputs = x
-    expanded = block.input_filters * block.expand_ratio
-    expanded = int(expanded)
+    expanded = int(block.input_filters * block.expand_ratio)
     if block.expand_ratio != 1:
         x = _conv(expanded, 1, name=f"{prefix}expand_conv")(x)
         x = _batch_norm(f"{prefix}expand_bn")(x)
