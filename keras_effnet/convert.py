@@ -98,9 +98,6 @@ def _blocks(spec: ModelSpec) -> list[_Block]:
             for i, (prefix, block) in enumerate(block_sequence(spec))]
 
 
-def _as_spec(model: ModelSpec | str) -> ModelSpec:
-    return model if isinstance(model, ModelSpec) else get_spec(model)
-
 
 # --------------------------------------------------------------------------------------------
 # Source readers: file -> Tensors in Keras layout.
@@ -112,7 +109,7 @@ def read_tpu_checkpoint(path: str | os.PathLike, model: ModelSpec | str) -> Tens
     holds exactly one checkpoint, or a ``.tar.gz`` / ``.tar`` archive as published.
     Layouts already match Keras (HWIO kernels, [k, k, C, 1] depthwise, [in, out] dense).
     """
-    spec = _as_spec(model)
+    spec = get_spec(model)
     with _checkpoint_prefix(Path(path)) as prefix:
         import tensorflow as tf  # noqa: PLC0415 (heavy; only this converter needs it)
         try:
@@ -195,7 +192,7 @@ def tpu_checkpoint_names(model: ModelSpec | str, ema: bool = True) -> dict[str, 
 
     The inverse mapping, used to write test fixtures and to document the format.
     """
-    spec = _as_spec(model)
+    spec = get_spec(model)
     suffix = "/ExponentialMovingAverage" if ema else ""
     return {k: f"{spec.name}/{t}{suffix}" for k, t in _tpu_names(spec)}
 
@@ -257,7 +254,7 @@ def read_lukemelas(path: str | os.PathLike, model: ModelSpec | str) -> Tensors:
     runs). Layouts are converted: conv OIHW -> HWIO, depthwise O1HW -> HW(O)1, dense
     (out, in) -> (in, out). ``num_batches_tracked`` counters are ignored.
     """
-    spec = _as_spec(model)
+    spec = get_spec(model)
     try:
         import torch  # noqa: PLC0415
     except ImportError:
@@ -343,7 +340,7 @@ def _lukemelas_names(spec: ModelSpec) -> Iterator[tuple[str, str, str]]:
 
 def lukemelas_names(model: ModelSpec | str) -> dict[str, str]:
     """Keras key -> lukemelas state_dict key (the mapping, for fixtures and documentation)."""
-    return {k: t for k, t, _ in _lukemelas_names(_as_spec(model))}
+    return {k: t for k, t, _ in _lukemelas_names(get_spec(model))}
 
 
 # keras.applications' variable names that differ from Keras 3's.
@@ -539,7 +536,7 @@ def read_source(source: str, path: str | os.PathLike, model: ModelSpec | str) ->
     """Tensors of ``path`` in format ``source`` (one of ``SOURCES``)."""
     if source not in READERS:
         raise ValueError(f"unknown source format {source!r}; known: {', '.join(SOURCES)}")
-    return READERS[source](path, _as_spec(model))
+    return READERS[source](path, get_spec(model))
 
 
 def build_target(model: ModelSpec | str, include_top: bool = True, classes: int = 1000,
@@ -547,7 +544,7 @@ def build_target(model: ModelSpec | str, include_top: bool = True, classes: int 
     """A randomly initialised model to receive converted weights."""
     from keras_effnet.model import build_model  # noqa: PLC0415
 
-    spec = _as_spec(model)
+    spec = get_spec(model)
     target = build_model(spec, include_top=include_top, classes=classes, weights=None,
                          classifier_activation=None)
     set_normalization(target, normalization or spec.normalization)
@@ -572,7 +569,7 @@ def convert(source: str, model: ModelSpec | str, input_path: str | os.PathLike,
     Raises:
         ConversionError: the file does not fit the model (names the first mismatch).
     """
-    spec = _as_spec(model)
+    spec = get_spec(model)
     output_path = Path(output_path)
     if not output_path.name.endswith(".weights.h5"):
         raise ValueError(
@@ -666,7 +663,7 @@ def lukemelas_state_dict(model, spec: ModelSpec | str) -> dict[str, np.ndarray]:
     inverse = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1)}
     values = _model_tensors(model)
     state: dict[str, np.ndarray] = {}
-    for keras_key, torch_name, layout in _lukemelas_names(_as_spec(spec)):
+    for keras_key, torch_name, layout in _lukemelas_names(get_spec(spec)):
         if keras_key not in values:
             continue
         value = values[keras_key]

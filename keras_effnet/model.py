@@ -118,7 +118,7 @@ def feature_info(spec: ModelSpec | str) -> list[FeatureInfo]:
 
     Each endpoint is the output of the last block that runs at that stride.
     """
-    spec = _as_spec(spec)
+    spec = get_spec(spec)
     stride = 2  # the stem
     last_at_stride: dict[int, tuple[str, int]] = {}
     for prefix, block in block_sequence(spec):
@@ -132,9 +132,6 @@ def feature_info(spec: ModelSpec | str) -> list[FeatureInfo]:
 def _has_skip(block: BlockArgs) -> bool:
     return block.id_skip and block.strides == 1 and block.input_filters == block.output_filters
 
-
-def _as_spec(spec: ModelSpec | str) -> ModelSpec:
-    return spec if isinstance(spec, ModelSpec) else get_spec(spec)
 
 
 def _default_name(spec: ModelSpec) -> str:
@@ -197,7 +194,7 @@ def EfficientNet(
     Returns:
         A functional ``keras.Model`` taking float RGB images in [0, 255].
     """
-    spec = _as_spec(spec)
+    spec = get_spec(spec)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if not isinstance(classes, int) or classes < 1:
@@ -274,7 +271,7 @@ def _float32_if_mixed() -> str | None:
 
 def build_model(name_or_spec: ModelSpec | str, **kwargs: Any) -> keras.Model:
     """``EfficientNet`` by variant name (``"efficientnet-b0"``, ``"b3"``, ``"lite0"`` ...)."""
-    return EfficientNet(_as_spec(name_or_spec), **kwargs)
+    return EfficientNet(get_spec(name_or_spec), **kwargs)
 
 
 def feature_extractor(spec: ModelSpec | str, input_shape: tuple | None = None,
@@ -284,7 +281,7 @@ def feature_extractor(spec: ModelSpec | str, input_shape: tuple | None = None,
     Keys are ``stride_2`` ... ``stride_32``; ``feature_info(spec)`` gives each one's channels.
     Works at any input size >= 32 (default ``(None, None, 3)``).
     """
-    spec = _as_spec(spec)
+    spec = get_spec(spec)
     base = EfficientNet(spec, include_top=False, weights=weights,
                         input_shape=input_shape or (None, None, 3), **kwargs)
     outputs = {info.name: base.get_layer(info.layer_name).output for info in feature_info(spec)}

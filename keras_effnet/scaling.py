@@ -164,8 +164,10 @@ def canonical_name(name: str) -> str:
     return candidate
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The published ``ModelSpec`` for a variant name (see ``canonical_name``)."""
+def get_spec(name: str | ModelSpec) -> ModelSpec:
+    """The published ``ModelSpec`` for a variant name (see ``canonical_name``); a spec passes through."""
+    if isinstance(name, ModelSpec):
+        return name
     return VARIANTS[canonical_name(name)]
 
 

@@ -209,7 +209,7 @@ def get_weight_set(model: ModelSpec | str, name: str) -> WeightSet:
 def eval_settings(model: ModelSpec | str, weights: str | os.PathLike | None = None) -> EvalSettings:
     """Preprocessing for a variant with the given weights (registry settings for a named set,
     else the variant's own resolution and normalisation with the original crop rule)."""
-    spec = _as_spec(model)
+    spec = get_spec(model)
     if isinstance(weights, str) and _is_set_name(weights):
         return get_weight_set(spec, weights).eval
     return EvalSettings(resolution=spec.resolution, normalization=spec.normalization)
@@ -218,9 +218,6 @@ def eval_settings(model: ModelSpec | str, weights: str | os.PathLike | None = No
 def _variant(model: ModelSpec | str) -> str:
     return model.name if isinstance(model, ModelSpec) else canonical_name(model)
 
-
-def _as_spec(model: ModelSpec | str) -> ModelSpec:
-    return model if isinstance(model, ModelSpec) else get_spec(model)
 
 
 def _is_set_name(weights) -> bool:
@@ -359,7 +356,7 @@ def weights_file(model: ModelSpec | str, name: str, include_top: bool = True,
     original checkpoints are downloaded, then converted once to
     ``<cache>/<variant>_<set>.weights.h5`` (with the classifier; it is dropped at load time).
     """
-    spec = _as_spec(model)
+    spec = get_spec(model)
     weight_set = get_weight_set(spec, name)
     if weight_set.source == "keras-h5":
         url, checksum = weight_set.url, weight_set.checksum
@@ -578,7 +575,7 @@ def classify_files(paths, model: ModelSpec | str, weights=None, top: int = 5,
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"image files not found: {', '.join(missing)}")
-    spec = _as_spec(model)
+    spec = get_spec(model)
     settings = settings or eval_settings(spec, weights)
     net = build_model(spec, weights=weights, input_shape=(settings.resolution,) * 2 + (3,))
     images = []
