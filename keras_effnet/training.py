@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from keras_effnet import checkpoints, optim
+from keras_effnet import atomic, checkpoints, optim
 from keras_effnet.config import Config, ModelConfig
 from keras_effnet.distribute import configure_logical_cpus, create_strategy, task_info
 
@@ -464,8 +464,9 @@ class Trainer:
         rt = cfg.runtime
         self.build()
         if self.is_chief:
-            with open(os.path.join(self.model_dir, "config.yaml"), "w", encoding="utf-8") as stream:
-                stream.write(cfg.to_yaml())
+            with atomic.atomic_path(os.path.join(self.model_dir, "config.yaml"), ".yaml") as tmp:
+                with open(tmp, "w", encoding="utf-8") as stream:
+                    stream.write(cfg.to_yaml())
         dataset = self._make_train_dataset()
         # The iterator position is checkpointed; input counters (stateful ops) need not be.
         options = tf.data.Options()

@@ -101,25 +101,14 @@ def test_kill_and_sigterm_then_resume_continues_from_saved_state(tmp_path):
     assert iterations and int(iterations[0]) == 12  # optimizer position == step after two resumes
     assert int(final["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 12
 
-
-def _run(command):
+    # Same step, optimiser state, EMA, RNG and data position: in deterministic mode the run that
+    # was killed and terminated ends bit-identical to one that ran straight through.
+    straight = tmp_path / "straight"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.STDOUT, timeout=300)
-
-
-@pytest.mark.slow
-def test_stopped_mid_epoch_then_resumed_equals_uninterrupted_run(tmp_path):
-    """Same step, optimiser state, EMA, RNG and data position: the weights end bit-identical."""
-    data_root = make_folder_dataset(str(tmp_path / "data"))
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(train_command(data_root, straight))
-    _run(train_command(data_root, resumed, "--set=runtime.max_steps=4"))  # stops mid-epoch
-    assert latest_step(resumed) == 4
-    _run(train_command(data_root, resumed))
+    subprocess.run(train_command(data_root, straight), env=env, cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
     expected = checkpoint_values(str(straight / "ckpt-12"))
-    actual = checkpoint_values(str(resumed / "ckpt-12"))
     compared = [name for name in expected if name.startswith(("model", "optimizer", "ema", "rng"))]
     assert len(compared) > 100
     for name in compared:
-        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+        np.testing.assert_array_equal(final[name], expected[name], err_msg=name)
