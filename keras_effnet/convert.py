@@ -577,7 +577,7 @@ def convert(source: str, model: ModelSpec | str, input_path: str | os.PathLike,
     tensors = read_source(source, input_path, spec)
     target = build_target(spec, include_top=include_top,
                           classes=_classes(tensors, include_top), normalization=normalization)
-    count = assign(target, tensors, source=str(input_path), hint=_hint(tensors, spec, source))
+    count = assign(target, tensors, source=str(input_path), hint=variant_hint(tensors, spec, source))
     output_path.parent.mkdir(parents=True, exist_ok=True)
     save_weights_atomic(target, output_path)
     return ConversionReport(output_path, spec.name, source, count)
@@ -590,7 +590,7 @@ def _classes(tensors: Tensors, include_top: bool) -> int:
     return 1000
 
 
-def _hint(tensors: Tensors, spec: ModelSpec, source: str) -> str:
+def variant_hint(tensors: Tensors, spec: ModelSpec, source: str) -> str:
     """Block counts, to say 'wrong --model' when the file is another variant."""
     if source == "keras-h5":
         return ""

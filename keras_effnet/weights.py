@@ -302,7 +302,8 @@ def load_weights_into(model, weights, spec: ModelSpec, include_top: bool) -> Non
         tensors = convert.read_keras_weights(path, model)
     else:
         tensors = convert.read_source(source, path, spec)
-    convert.assign(model, tensors, source=str(path), hint=convert._hint(tensors, spec, source))
+    convert.assign(model, tensors, source=str(path),
+                   hint=convert.variant_hint(tensors, spec, source))
 
 
 def _has_layer(model, name: str) -> bool:
