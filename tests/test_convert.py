@@ -16,17 +16,13 @@ import pytest
 from keras_effnet import convert
 from keras_effnet.convert import ConversionError
 from keras_effnet.model import build_model
+from helpers import layer_weights
 
 B0 = "efficientnet-b0"
 
 
-def _weights(model) -> dict[str, np.ndarray]:
-    return {f"{layer.name}/{v.name}": np.asarray(v.numpy())
-            for layer in model.layers for v in layer.weights}
-
-
 def _assert_same_weights(expected, actual, skip=("normalization",)):
-    want, got = _weights(expected), _weights(actual)
+    want, got = layer_weights(expected), layer_weights(actual)
     keys = [k for k in want if k.split("/")[0] not in skip]
     assert keys and set(keys) <= set(got)
     for key in keys:
@@ -100,7 +96,7 @@ def test_tpu_checkpoint_tar_gz_converts_with_ema_copies(b0, checkpoint, tmp_path
     archive = _tar(checkpoint.parent, tmp_path / "efficientnet-b0.tar.gz")
     output = tmp_path / "b0.weights.h5"
     report = convert.convert("tpu-checkpoint", B0, archive, output)
-    assert report.tensors == len(_weights(b0)) - 3  # everything but mean/variance/count
+    assert report.tensors == len(layer_weights(b0)) - 3  # everything but mean/variance/count
     loaded = build_model(B0, weights=str(output), classifier_activation=None)
     _assert_same_weights(b0, loaded)  # EMA values, not the raw 7.0 copies
 
@@ -263,7 +259,7 @@ def test_keras_h5_converts_by_name(legacy_h5, tmp_path):
     output = tmp_path / "b0.weights.h5"
     convert.convert_keras_h5(B0, path, output)
     model = build_model(B0, weights=str(output), classifier_activation=None)
-    got = _weights(model)
+    got = layer_weights(model)
     np.testing.assert_array_equal(got["block1a_dwconv/kernel"],
                                   source["block1a_dwconv/depthwise_kernel"])
     np.testing.assert_array_equal(got["block6d_project_bn/moving_variance"],
@@ -277,7 +273,7 @@ def test_keras_h5_converts_by_name(legacy_h5, tmp_path):
 def test_keras_h5_loads_directly_as_a_path_without_top(legacy_h5):
     path, source = legacy_h5
     model = build_model(B0, include_top=False, weights=str(path))
-    np.testing.assert_array_equal(_weights(model)["top_bn/gamma"], source["top_bn/gamma"])
+    np.testing.assert_array_equal(layer_weights(model)["top_bn/gamma"], source["top_bn/gamma"])
 
 
 def test_keras_h5_of_another_variant_is_refused(legacy_h5, tmp_path):

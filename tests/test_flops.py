@@ -1,9 +1,7 @@
 """keras_effnet.flops: multiply-add and parameter counts, the paper's table, the scaling API."""
 
 import csv
-import importlib.util
 import io
-import os
 
 import keras
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from keras_effnet import flops, scaling
 from keras_effnet.blocks import decode_blocks
 from keras_effnet.model import build_model
+from helpers import load_tool
 
 # REFERENCE.md section 4: keras.applications parameter counts (with top, without top).
 KERAS_PARAMS = {
@@ -20,15 +19,6 @@ KERAS_PARAMS = {
     "efficientnet-b6": (43_265_143, 40_960_143), "efficientnet-b7": (66_658_687, 64_097_687),
 }
 B0_TO_B7 = sorted(KERAS_PARAMS)
-
-
-def load_tool(name):
-    """Import tools/<name>.py (a script, not a package module)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"effnet_tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

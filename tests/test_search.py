@@ -6,7 +6,6 @@ trains with keras_effnet.training on the embedded dataset with a budget of two s
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -15,6 +14,7 @@ import pytest
 from keras_effnet import scaling, search
 from keras_effnet.config import demo_config, merge
 from keras_effnet.flops import count_spec_flops
+from helpers import load_tool
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -188,12 +188,6 @@ def test_candidate_config_expresses_the_spec():
         search.candidate_config(config, user, 1, "/tmp/run")
 
 
-def load_tool(name):
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"effnet_tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(name, argv):

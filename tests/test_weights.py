@@ -19,6 +19,7 @@ import pytest
 import keras_effnet
 from keras_effnet import convert, weights
 from keras_effnet.model import build_model
+from helpers import layer_weights
 
 B0 = "efficientnet-b0"
 NOISY_B0 = "cloud-tpu-checkpoints/efficientnet/noisystudent/noisy_student_efficientnet-b0.tar.gz"
@@ -27,13 +28,8 @@ KERAS_B0 = "keras-applications/efficientnetb0.h5"
 KERAS_B0_NOTOP = "keras-applications/efficientnetb0_notop.h5"
 
 
-def _weights(model) -> dict[str, np.ndarray]:
-    return {f"{layer.name}/{v.name}": np.asarray(v.numpy())
-            for layer in model.layers for v in layer.weights}
-
-
 def _assert_same(expected, actual, skip=("normalization",)):
-    want, got = _weights(expected), _weights(actual)
+    want, got = layer_weights(expected), layer_weights(actual)
     keys = [k for k in want if k.split("/")[0] not in skip and k in got]
     assert len(keys) > 300
     for key in keys:
