@@ -44,6 +44,17 @@ DIGITS_BUILDER = "effnet_digits"
 DIGITS_DEFAULTS = {"crop_fraction": 1.0, "area_range": (0.5, 1.0), "flip": False}
 
 
+def eval_preprocessing_for(source: str, resolution: int,
+                           normalization: str = "imagenet") -> preprocessing.EvalPreprocessing:
+    """The evaluation preprocessing the input pipeline applies for ``source`` at ``resolution``.
+
+    The original crop rule for real photos; the whole image for the tiny digits.
+    """
+    crop_fraction = DIGITS_DEFAULTS["crop_fraction"] if source == "digits" else None
+    return preprocessing.EvalPreprocessing(int(resolution), crop_fraction=crop_fraction,
+                                           normalization=normalization)
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What a source/split holds. `num_examples` is None when unknown without a full scan."""

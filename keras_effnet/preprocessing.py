@@ -18,7 +18,8 @@ All functions are pure TensorFlow and run inside `tf.data.Dataset.map` and
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import tensorflow as tf
 
@@ -29,6 +30,79 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 
 CROP_PADDING = 32
 AUGMENTATIONS = (None, "autoaugment", "randaugment")
+RESIZE_METHODS = ("bicubic", "bilinear", "area", "nearest")
+NORMALIZATION_NAMES = ("imagenet", "lite", "inception", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPreprocessing:
+    """How images are prepared for a model at evaluation, export and prediction time.
+
+    One value of this type travels with a weight set, a data source, a run directory and every
+    export, and ``preprocess_for_eval`` applies it, so none of them can disagree.
+
+    Attributes:
+        resolution: square model input side S in pixels.
+        crop_fraction: centre-crop fraction of the short side; ``None`` is the original rule
+            ``S / (S + crop_padding)`` (tensorflow/tpu ``preprocessing.py``, the published
+            checkpoints); 0.875 for newer recipes; 1.0 keeps the whole short side.
+        crop_padding: see ``crop_fraction``.
+        resize_method: resize kernel after the crop (``RESIZE_METHODS``).
+        normalization: what the model's own ``normalization`` layer does to its inputs
+            (``imagenet`` mean/std, ``lite`` (x - 127) / 128, ``inception`` [-1, 1], ``none``);
+            recorded here for consumers that feed the model directly.
+        input_range: the pixel range the model expects after this preprocessing.
+    """
+
+    resolution: int
+    crop_fraction: float | None = None
+    crop_padding: int = CROP_PADDING
+    resize_method: str = "bicubic"
+    normalization: str = "imagenet"
+    input_range: tuple[float, float] = (0.0, 255.0)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resolution, int) or self.resolution < 1:
+            raise ValueError(f"resolution must be a positive integer, got {self.resolution!r}")
+        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in (0, 1] or None, got {self.crop_fraction}")
+        if self.resize_method not in RESIZE_METHODS:
+            raise ValueError(f"resize_method must be one of {', '.join(RESIZE_METHODS)}, "
+                             f"got {self.resize_method!r}")
+        if self.normalization not in NORMALIZATION_NAMES:
+            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATION_NAMES)}, "
+                             f"got {self.normalization!r}")
+        object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
+
+    @property
+    def effective_crop_fraction(self) -> float:
+        """The crop fraction actually applied (the original rule resolved)."""
+        if self.crop_fraction is not None:
+            return self.crop_fraction
+        return self.resolution / (self.resolution + self.crop_padding)
+
+    def replace(self, **changes: Any) -> "EvalPreprocessing":
+        """A copy with ``changes`` (e.g. another ``resolution``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (run metadata, export metadata)."""
+        values = dataclasses.asdict(self)
+        values["input_range"] = list(self.input_range)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EvalPreprocessing":
+        """Inverse of ``to_dict``; unknown keys are refused by name."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown evaluation-preprocessing keys {unknown}; "
+                             f"expected some of {sorted(known)}")
+        values = dict(values)
+        if "input_range" in values:
+            values["input_range"] = tuple(values["input_range"])
+        return cls(**values)
 
 # ---------------------------------------------------------------------------
 # decoding
@@ -240,37 +314,56 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
     return tf.ensure_shape(resized, [image_size, image_size, 3])
 
 
+def as_eval_preprocessing(settings: "EvalPreprocessing | int", crop_fraction: float | None = None,
+                          crop_padding: int = CROP_PADDING,
+                          resize_method: str = "bicubic") -> EvalPreprocessing:
+    """``settings`` itself, or an ``EvalPreprocessing`` for image side ``settings`` and the rest."""
+    if isinstance(settings, EvalPreprocessing):
+        return settings
+    return EvalPreprocessing(int(settings), crop_fraction, crop_padding, resize_method)
+
+
 @_no_autograph
-def preprocess_for_eval(image, image_size: int, crop_fraction: float | None = None,
-                        crop_padding: int = CROP_PADDING, resize_method: str = "bicubic") -> tf.Tensor:
+def preprocess_for_eval(image, image_size: "EvalPreprocessing | int",
+                        crop_fraction: float | None = None, crop_padding: int = CROP_PADDING,
+                        resize_method: str = "bicubic") -> tf.Tensor:
     """Evaluation / inference preprocessing of one image -> float32 [S, S, 3] in [0, 255].
 
+    ``image_size`` is an ``EvalPreprocessing`` (the usual form: a weight set's, a run's or an
+    export's settings) or the side S with the crop and resize given by the other arguments.
     Centre crop of S / (S + crop_padding) of the short side (default padding 32, as the
-    published checkpoints were evaluated), or `crop_fraction` of it when given
-    (0.875 for newer recipes, 1.0 to keep the whole short side), then a bicubic resize.
-    `image` is encoded bytes or an image tensor, as in `preprocess_for_train`.
+    published checkpoints were evaluated), or ``crop_fraction`` of it when given (0.875 for
+    newer recipes, 1.0 to keep the whole short side), then the resize.
+    ``image`` is encoded bytes or an image tensor, as in ``preprocess_for_train``.
     """
-    window = center_crop_window(image_shape(image), image_size, crop_fraction, crop_padding)
+    settings = as_eval_preprocessing(image_size, crop_fraction, crop_padding, resize_method)
+    size = settings.resolution
+    window = center_crop_window(image_shape(image), size, settings.crop_fraction,
+                                settings.crop_padding)
     cropped = _decode_and_crop(image, window)
-    return tf.ensure_shape(_resize(cropped, image_size, resize_method), [image_size, image_size, 3])
+    return tf.ensure_shape(_resize(cropped, size, settings.resize_method), [size, size, 3])
 
 
 @_no_autograph
-def preprocess_batch_for_eval(images, image_size: int, crop_fraction: float | None = None,
+def preprocess_batch_for_eval(images, image_size: "EvalPreprocessing | int",
+                              crop_fraction: float | None = None,
                               crop_padding: int = CROP_PADDING,
                               resize_method: str = "bicubic") -> tf.Tensor:
-    """`preprocess_for_eval` on a batch -> float32 [B, S, S, 3]; usable in tf.function.
+    """``preprocess_for_eval`` on a batch -> float32 [B, S, S, 3]; usable in tf.function.
 
     Args:
       images: tf.string [B] of encoded images (each may have its own size), or an image
         batch [B, H, W, C] (uint8 or float in [0, 255], C in 1, 3, 4), any H and W.
+      image_size: an ``EvalPreprocessing``, or the side S with the other arguments.
     """
+    settings = as_eval_preprocessing(image_size, crop_fraction, crop_padding, resize_method)
+    size = settings.resolution
     images = tf.convert_to_tensor(images)
     if images.dtype == tf.string:
         return tf.map_fn(
-            lambda one: preprocess_for_eval(one, image_size, crop_fraction, crop_padding, resize_method),
+            lambda one: preprocess_for_eval(one, settings),
             images,
-            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
     if images.shape.rank != 4:
         raise ValueError(f"Expected a batch [B, H, W, C] or encoded strings [B], got shape {images.shape}.")
@@ -279,7 +372,9 @@ def preprocess_batch_for_eval(images, image_size: int, crop_fraction: float | No
         images = tf.tile(images, [1, 1, 1, 3])
     elif channels == 4:
         images = images[..., :3]
-    window = center_crop_window(tf.shape(images)[1:3], image_size, crop_fraction, crop_padding)
+    window = center_crop_window(tf.shape(images)[1:3], size, settings.crop_fraction,
+                                settings.crop_padding)
     cropped = images[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3], :]
-    resized = tf.image.resize(tf.cast(cropped, tf.float32), [image_size, image_size], method=resize_method)
+    resized = tf.image.resize(tf.cast(cropped, tf.float32), [size, size],
+                              method=settings.resize_method)
     return tf.clip_by_value(resized, 0.0, 255.0)
