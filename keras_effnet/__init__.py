@@ -1,10 +1,6 @@
 """keras-effnet: EfficientNet for Keras 3 (B0-B8, L2, Lite0-4, any compound coefficient)."""
 
-from keras_effnet.blocks import BlockArgs, EFFICIENTNET_B0_BLOCKS, decode_blocks, encode_blocks
-from keras_effnet.imagenet import decode_predictions, preprocess_input
-from keras_effnet.layers import ImageNormalization, StochasticDepth
-from keras_effnet.model import (
-    EfficientNet,
+from keras_effnet.applications import (
     EfficientNetB0,
     EfficientNetB1,
     EfficientNetB2,
@@ -20,11 +16,14 @@ from keras_effnet.model import (
     EfficientNetLite2,
     EfficientNetLite3,
     EfficientNetLite4,
-    FeatureInfo,
     build_model,
     feature_extractor,
-    feature_info,
 )
+from keras_effnet.blocks import BlockArgs, EFFICIENTNET_B0_BLOCKS, decode_blocks, encode_blocks
+from keras_effnet.imagenet import decode_predictions, preprocess_input
+from keras_effnet.layers import ImageNormalization, StochasticDepth
+from keras_effnet.model import EfficientNet
+from keras_effnet.plan import BlockPlan, FeatureInfo, block_plan, feature_info
 from keras_effnet.scaling import (
     VARIANTS,
     ModelSpec,

@@ -1,7 +1,8 @@
-"""Atomic file writes: write to a temporary name in the target's folder, then ``os.replace``.
+"""Atomic writes: write to a temporary name in the target's folder, then ``os.replace``.
 
-Readers see either the old file or the complete new one, never half of it; a failed write leaves
-the old file untouched and removes the temporary one.
+Readers see either the old file (or directory) or the complete new one, never half of it; a
+failed write leaves the old one untouched and removes the temporary one. Temporaries are
+``.<name>.<random>.partial`` siblings of the target, never nested inside it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Iterator
 
@@ -32,6 +34,43 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yield an empty directory beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is moved aside first and deleted once the new directory is in place
+    (two renames: a reader may find ``path`` missing for that instant, never half-written).
+    On failure the staging directory is removed and the old ``path`` kept.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
+    try:
+        yield staging
+        aside = None
+        if os.path.lexists(path):
+            aside = f"{staging}.old"
+            os.replace(path, aside)
+        try:
+            os.replace(staging, path)
+        except OSError:
+            if aside is not None:
+                os.replace(aside, path)
+            raise
+        if aside is not None:
+            _remove(aside)
+    finally:
+        _remove(staging)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:

@@ -2,12 +2,21 @@
 
 Every image op takes and returns a uint8 tensor [H, W, 3] and runs inside
 `tf.data.Dataset.map` (graph mode, no Python side effects, no tfa / tf.contrib).
-Op semantics follow the EfficientNet reference implementation
-(tensorflow/tpu models/official/efficientnet/autoaugment.py), which defined them
-as equivalents of PIL's ImageOps / ImageEnhance; the tests check each op against
-PIL. One deliberate difference: the reference `contrast` used
-``num_pixels / 256`` as the "mean" (a known bug); here it is the rounded mean of
-the grayscale image, exactly as PIL's ImageEnhance.Contrast.
+
+Two op semantics (``SEMANTICS``), chosen per call with ``semantics=``:
+
+- ``"original"`` (the default): what tensorflow/tpu
+  ``models/official/efficientnet/autoaugment.py`` computed when it trained the published
+  checkpoints. Posterize shifts a uint8 right and left by ``8 - bits`` (TensorFlow clamps a
+  shift of 8 to 7, so 0 bits is ``x & 128``); Solarize compares against the threshold
+  converted to uint8 (256 wraps to 0: every pixel is inverted); Contrast blends with
+  ``min(num_pixels / 256, 255)`` truncated; Sharpness truncates the smoothed image; Color
+  uses ``tf.image.rgb_to_grayscale``; AutoContrast scales in float32 and truncates.
+- ``"pil"``: exact equivalents of PIL's ImageOps / ImageEnhance (the library the policies
+  were searched with): 0-bit Posterize is black, Solarize at 256 is the identity, Contrast
+  blends with the rounded mean of PIL's integer luma, Sharpness rounds.
+
+docs/fidelity.md lists every difference with its measured size.
 
 Randomness is stateless: every random function takes a `seed` (int32/int64
 tensor of shape [2]); pass None to draw one from the global generator.
@@ -26,6 +35,17 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 
 _MAX_LEVEL = 10.0
 FILL_VALUE = 128  # grey fill for pixels uncovered by geometric ops (reference: 128)
+SEMANTICS = ("original", "pil")
+DEFAULT_SEMANTICS = "original"
+
+
+def check_semantics(semantics: str) -> str:
+    """``semantics`` if it is one of ``SEMANTICS``; a ValueError naming it otherwise."""
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {', '.join(SEMANTICS)}, got {semantics!r}; "
+                         "'original' reproduces tensorflow/tpu autoaugment.py, 'pil' follows PIL.")
+    return semantics
+
 
 # ---------------------------------------------------------------------------
 # seeds
@@ -52,8 +72,18 @@ def _uniform(seed, minval=0.0, maxval=1.0) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed=seed, minval=minval, maxval=maxval)
 
 
+@_no_autograph
+def to_uint8(image: tf.Tensor, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Float pixels -> uint8 for the ops: clipped, then truncated as the original's ``tf.cast``
+    ("original") or rounded ("pil", as a PIL pipeline's uint8 resize)."""
+    image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
+    if check_semantics(semantics) == "pil":
+        image = tf.round(image)
+    return tf.cast(image, tf.uint8)
+
+
 # ---------------------------------------------------------------------------
-# pixel ops (exact PIL equivalents)
+# pixel ops
 
 
 @_no_autograph
@@ -92,8 +122,19 @@ def invert(image: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
-def posterize(image: tf.Tensor, bits) -> tf.Tensor:
-    """PIL ImageOps.posterize: keep the `bits` (0..8) most significant bits."""
+def posterize(image: tf.Tensor, bits, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Keep the `bits` most significant bits of every value.
+
+    "original": ``left_shift(right_shift(x, 8 - bits), 8 - bits)`` on uint8, the shift
+    converted to uint8 as TensorFlow converts the original's Python int (wrapping: -1 is 255)
+    and clamped to 7 by TensorFlow's shift kernels. So 0 and 1 bits give ``x & 128`` (never
+    black), 8 bits the image, and 9 or more bits (RandAugment M >= 22.5) ``x & 128`` again.
+    "pil": PIL ImageOps.posterize, mask ``256 - 2 ** (8 - bits)``: 0 bits is black.
+    """
+    image = tf.convert_to_tensor(image)
+    if check_semantics(semantics) == "original":
+        shift = tf.cast(8 - tf.cast(bits, tf.int32), tf.uint8)  # wraps like the uint8 conversion
+        return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
     shift = 8 - tf.cast(bits, tf.int32)
     mask = tf.cast(256 - tf.bitwise.left_shift(1, shift), tf.uint8)
     return tf.bitwise.bitwise_and(image, mask)
@@ -119,10 +160,19 @@ def _select(mask: tf.Tensor, if_set: tf.Tensor, otherwise: tf.Tensor) -> tf.Tens
 
 
 @_no_autograph
-def solarize(image: tf.Tensor, threshold=128) -> tf.Tensor:
-    """PIL ImageOps.solarize: invert values >= threshold (0..256)."""
+def solarize(image: tf.Tensor, threshold=128, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Invert values >= threshold.
+
+    "original": ``where(image < threshold, image, 255 - image)`` with the integer threshold
+    converted to uint8, which wraps modulo 256 (TensorFlow does so today, eager and traced):
+    threshold 256 (level 10) inverts every pixel, 300 acts as 44.
+    "pil": PIL ImageOps.solarize, thresholds clamped to 0..256: 256 is the identity.
+    """
     image = tf.convert_to_tensor(image)
     threshold = tf.cast(threshold, tf.int32)
+    if check_semantics(semantics) == "original":
+        wrapped = tf.cast(threshold, tf.uint8)  # int32 -> uint8 keeps the low 8 bits
+        return tf.bitwise.bitwise_xor(image, _mask(image >= wrapped))
     clipped = tf.cast(tf.clip_by_value(threshold, 0, 255), tf.uint8)
     return tf.bitwise.bitwise_xor(image, _mask(image >= clipped, threshold <= 255))
 
@@ -142,15 +192,21 @@ def solarize_add(image: tf.Tensor, addition=0, threshold=128) -> tf.Tensor:
 
 
 @_no_autograph
-def autocontrast(image: tf.Tensor) -> tf.Tensor:
-    """PIL ImageOps.autocontrast (cutoff 0): stretch each channel to 0..255."""
+def autocontrast(image: tf.Tensor, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Stretch each channel to 0..255 (PIL ImageOps.autocontrast, cutoff 0).
+
+    "original" computes ``x * scale + offset`` in float32 and truncates; "pil" in float64 as
+    PIL's Python lookup table does. Constant channels are left as they are.
+    """
     image = tf.convert_to_tensor(image)
     pixels = tf.reshape(image, [-1, 3])
-    lo = tf.cast(tf.reduce_min(pixels, axis=0), tf.float64)  # [3]
-    hi = tf.cast(tf.reduce_max(pixels, axis=0), tf.float64)
+    dtype = tf.float32 if check_semantics(semantics) == "original" else tf.float64
+    lo = tf.cast(tf.reduce_min(pixels, axis=0), dtype)  # [3]
+    hi = tf.cast(tf.reduce_max(pixels, axis=0), dtype)
     scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1.0), 1.0)
     offset = tf.where(hi > lo, -lo * scale, 0.0)
-    levels = tf.range(256, dtype=tf.float64)
+    levels = tf.range(256, dtype=dtype)
+    # Elementwise as the original's per-pixel expression, so every value rounds the same.
     lut = tf.floor(levels[None, :] * scale[:, None] + offset[:, None])  # [3, 256]
     return _apply_lut(image, tf.cast(lut, tf.int32))
 
@@ -203,18 +259,34 @@ def _grayscale(image: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
-def color(image: tf.Tensor, factor) -> tf.Tensor:
-    """PIL ImageEnhance.Color (saturation); factor 0 is grayscale, 1 the original."""
-    degenerate = tf.tile(_grayscale(image), [1, 1, 3])
-    return blend(degenerate, image, factor)
+def color(image: tf.Tensor, factor, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Saturation (PIL ImageEnhance.Color); factor 0 is grayscale, 1 the image.
+
+    The grey image: ``tf.image.rgb_to_grayscale`` ("original") or PIL's integer luma ("pil").
+    """
+    image = tf.convert_to_tensor(image)
+    if check_semantics(semantics) == "original":
+        gray = tf.image.rgb_to_grayscale(image)
+    else:
+        gray = _grayscale(image)
+    return blend(tf.tile(gray, [1, 1, 3]), image, factor)
 
 
 @_no_autograph
-def contrast(image: tf.Tensor, factor) -> tf.Tensor:
-    """PIL ImageEnhance.Contrast: blend with the mean grey level (rounded)."""
-    gray = _grayscale(image)
-    mean = tf.floor(tf.reduce_mean(tf.cast(gray, tf.float64)) + 0.5)
-    return blend(tf.cast(mean, tf.float32), image, factor)  # a scalar degenerate image
+def contrast(image: tf.Tensor, factor, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Blend with a uniform grey image (PIL ImageEnhance.Contrast).
+
+    "original": the grey level is the original's histogram "mean" ``num_pixels / 256``
+    clipped to 255 and truncated (196 at 224 px, 255 from 256 x 256 on: B2..B7 sizes).
+    "pil": the rounded mean of PIL's integer luma.
+    """
+    image = tf.convert_to_tensor(image)
+    if check_semantics(semantics) == "original":
+        num_pixels = tf.cast(tf.size(image) // 3, tf.float32)
+        level = tf.cast(tf.clip_by_value(num_pixels / 256.0, 0.0, 255.0), tf.uint8)
+        return blend(tf.cast(level, tf.float32), image, factor)  # a scalar degenerate image
+    mean = tf.floor(tf.reduce_mean(tf.cast(_grayscale(image), tf.float64)) + 0.5)
+    return blend(tf.cast(mean, tf.float32), image, factor)
 
 
 @_no_autograph
@@ -226,15 +298,22 @@ def brightness(image: tf.Tensor, factor) -> tf.Tensor:
 
 
 @_no_autograph
-def sharpness(image: tf.Tensor, factor) -> tf.Tensor:
-    """PIL ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (border kept)."""
+def sharpness(image: tf.Tensor, factor, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Blend with the SMOOTH-filtered image, border kept (PIL ImageEnhance.Sharpness).
+
+    The filtered float image is truncated to uint8 ("original", as its ``tf.cast``) or
+    rounded ("pil", as PIL's filter).
+    """
     image = tf.convert_to_tensor(image)
+    check_semantics(semantics)
     kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
     smooth = tf.nn.depthwise_conv2d(
         tf.cast(image, tf.float32)[None], kernel, strides=[1, 1, 1, 1], padding="VALID"
     )[0]
-    smooth = tf.cast(tf.clip_by_value(tf.round(smooth), 0.0, 255.0), tf.uint8)
+    if semantics == "pil":
+        smooth = tf.round(smooth)
+    smooth = tf.cast(tf.clip_by_value(smooth, 0.0, 255.0), tf.uint8)
     # PIL leaves the one-pixel border unfiltered: there the degenerate image is the image
     # itself and the blend is the identity, so only the interior is blended.
     inside = blend(smooth, image[1:-1, 1:-1], factor)
@@ -371,6 +450,10 @@ def _cutout_random(image, pad_size, replace, rand):
     return cutout_at(image, cy, cx, pad_size, replace)
 
 
+def _semantics(hp) -> str:
+    return hp.get("semantics", DEFAULT_SEMANTICS)
+
+
 def _op_table() -> dict[str, Callable]:
     def geometric(fn, scale_key):
         def apply(image, level, rand, hp):
@@ -380,20 +463,24 @@ def _op_table() -> dict[str, Callable]:
 
     return {
         "Identity": lambda image, level, rand, hp: identity(image),
-        "AutoContrast": lambda image, level, rand, hp: autocontrast(image),
+        "AutoContrast": lambda image, level, rand, hp: autocontrast(image, _semantics(hp)),
         "Equalize": lambda image, level, rand, hp: equalize(image),
         "Invert": lambda image, level, rand, hp: invert(image),
         "Rotate": geometric(rotate, 30.0),
-        "Posterize": lambda image, level, rand, hp: posterize(image, int(level / _MAX_LEVEL * 4)),
+        "Posterize": lambda image, level, rand, hp: posterize(
+            image, int(level / _MAX_LEVEL * 4), _semantics(hp)),
         # The AutoAugment paper's ImageNet policy maps levels to 4..8 bits.
         "PosterizeOriginal": lambda image, level, rand, hp: posterize(
-            image, 4 + int(level / _MAX_LEVEL * 4)),
-        "Solarize": lambda image, level, rand, hp: solarize(image, int(level / _MAX_LEVEL * 256)),
+            image, 4 + int(level / _MAX_LEVEL * 4), _semantics(hp)),
+        "Solarize": lambda image, level, rand, hp: solarize(
+            image, int(level / _MAX_LEVEL * 256), _semantics(hp)),
         "SolarizeAdd": lambda image, level, rand, hp: solarize_add(image, int(level / _MAX_LEVEL * 110)),
-        "Color": lambda image, level, rand, hp: color(image, _enhance_factor(level)),
-        "Contrast": lambda image, level, rand, hp: contrast(image, _enhance_factor(level)),
+        "Color": lambda image, level, rand, hp: color(image, _enhance_factor(level), _semantics(hp)),
+        "Contrast": lambda image, level, rand, hp: contrast(
+            image, _enhance_factor(level), _semantics(hp)),
         "Brightness": lambda image, level, rand, hp: brightness(image, _enhance_factor(level)),
-        "Sharpness": lambda image, level, rand, hp: sharpness(image, _enhance_factor(level)),
+        "Sharpness": lambda image, level, rand, hp: sharpness(
+            image, _enhance_factor(level), _semantics(hp)),
         "ShearX": geometric(shear_x, 0.3),
         "ShearY": geometric(shear_y, 0.3),
         "TranslateX": geometric(translate_x, "translate_const"),
@@ -404,7 +491,11 @@ def _op_table() -> dict[str, Callable]:
 
 
 OPS = {name: _no_autograph(fn) for name, fn in _op_table().items()}
-"""Name -> fn(image_uint8, level (0..10; RandAugment may exceed 10), rand (3 scalars), hparams)."""
+"""Name -> fn(image_uint8, level (0..10; RandAugment may exceed 10), rand (3 scalars), hparams).
+
+The level -> argument mapping is the original's ``level_to_arg``; ``hparams["semantics"]``
+(default "original") selects the op semantics.
+"""
 
 # ---------------------------------------------------------------------------
 # policies: lists of sub-policies, each a list of (op name, probability, level)
@@ -502,17 +593,22 @@ def _apply_step(image, op_name: str, probability: float, level: float, rand, hpa
 
 @_no_autograph
 def apply_with_probability(image, op_name: str, probability: float, level: float, seed=None,
-                           hparams: dict | None = None) -> tf.Tensor:
+                           hparams: dict | None = None,
+                           semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
     """Apply one named op with `probability` (a Python float), as one sub-policy step."""
     _check_ops([op_name])
     rand = tf.unstack(tf.random.stateless_uniform([4], _as_seed(seed)))
     return _apply_step(tf.convert_to_tensor(image), op_name, probability, level, rand,
-                       hparams or AUTOAUGMENT_HPARAMS)
+                       _with_semantics(hparams or AUTOAUGMENT_HPARAMS, semantics))
+
+
+def _with_semantics(hparams: dict, semantics: str) -> dict:
+    return {**hparams, "semantics": check_semantics(semantics)}
 
 
 @_no_autograph
 def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
-                hparams: dict | None = None) -> tf.Tensor:
+                hparams: dict | None = None, semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
     """Apply one uniformly chosen sub-policy of an AutoAugment policy to a uint8 image.
 
     Args:
@@ -521,6 +617,7 @@ def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
         ImageNet policy, "test") or a list of sub-policies [[(op, prob, level), ...], ...].
       seed: int64 [2] for stateless randomness, or None.
       hparams: translate_const (pixels, 250), cutout_const (100), replace (fill, 128).
+      semantics: "original" (tensorflow/tpu autoaugment.py) or "pil" (``SEMANTICS``).
     """
     if isinstance(policy, str):
         if policy not in POLICIES:
@@ -528,7 +625,7 @@ def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
         policy = POLICIES[policy]
     for sub_policy in policy:
         _check_ops(name for name, _, _ in sub_policy)
-    hparams = hparams or AUTOAUGMENT_HPARAMS
+    hparams = _with_semantics(hparams or AUTOAUGMENT_HPARAMS, semantics)
     image = tf.convert_to_tensor(image)
     steps = max(len(sub_policy) for sub_policy in policy)
     rand = tf.unstack(tf.random.stateless_uniform([1 + 4 * steps], _as_seed(seed)))
@@ -548,13 +645,15 @@ def autoaugment(image: tf.Tensor, policy: str | list = "v0", seed=None,
 
 @_no_autograph
 def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10, seed=None,
-                ops: Sequence[str] = RANDAUGMENT_OPS, hparams: dict | None = None) -> tf.Tensor:
+                ops: Sequence[str] = RANDAUGMENT_OPS, hparams: dict | None = None,
+                semantics: str = DEFAULT_SEMANTICS) -> tf.Tensor:
     """RandAugment (arXiv:1909.13719): `num_layers` uniformly chosen ops, each at `magnitude`.
 
     As in the reference, a chosen op is always applied (no per-op probability).
+    `semantics`: "original" (tensorflow/tpu autoaugment.py) or "pil" (``SEMANTICS``).
     """
     _check_ops(ops)
-    hparams = hparams or RANDAUGMENT_HPARAMS
+    hparams = _with_semantics(hparams or RANDAUGMENT_HPARAMS, semantics)
     image = tf.convert_to_tensor(image)
     level = float(magnitude)
     rand = tf.unstack(tf.random.stateless_uniform([max(num_layers, 1) * 4], _as_seed(seed)))
@@ -572,24 +671,29 @@ def randaugment(image: tf.Tensor, num_layers: int = 2, magnitude: float = 10, se
 
 
 @_no_autograph
-def _sample_beta(alpha: float, seed) -> tf.Tensor:
+def _sample_beta(alpha: float, seed, shape=()) -> tf.Tensor:
     seed_a, seed_b = _split(seed, 2)
-    a = tf.random.stateless_gamma([], seed_a, alpha=alpha)
-    b = tf.random.stateless_gamma([], seed_b, alpha=alpha)
+    a = tf.random.stateless_gamma(shape, seed_a, alpha=alpha)
+    b = tf.random.stateless_gamma(shape, seed_b, alpha=alpha)
     return a / tf.maximum(a + b, 1e-12)
 
 
 @_no_autograph
 def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed=None):
-    """MixUp (arXiv:1710.09412) of a batch with its reverse; one λ ~ Beta(α, α) per batch.
+    """MixUp (arXiv:1710.09412) of a batch with its reverse, as tensorflow/tpu
+    ``efficientnet/imagenet_input.py``: one λ ~ Beta(α, α) per example, λ = max(λ, 1 - λ), so
+    every example keeps at least half of itself.
 
     Args: images float32 [B, H, W, 3]; labels one-hot float32 [B, C].
     """
-    lam = _sample_beta(alpha, _as_seed(seed))
     images = tf.cast(images, tf.float32)
     labels = tf.cast(labels, tf.float32)
-    mixed_images = lam * images + (1.0 - lam) * tf.reverse(images, [0])
-    mixed_labels = lam * labels + (1.0 - lam) * tf.reverse(labels, [0])
+    lam = _sample_beta(alpha, _as_seed(seed), tf.shape(images)[:1])
+    lam = tf.maximum(lam, 1.0 - lam)
+    image_lam = tf.reshape(lam, [-1, 1, 1, 1])
+    label_lam = lam[:, None]
+    mixed_images = image_lam * images + (1.0 - image_lam) * tf.reverse(images, [0])
+    mixed_labels = label_lam * labels + (1.0 - label_lam) * tf.reverse(labels, [0])
     return mixed_images, mixed_labels
 
 

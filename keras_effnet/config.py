@@ -3,7 +3,9 @@
 One ``Config`` (model, data, augmentation, optimizer, schedule, runtime) is loaded from YAML files
 (later files win), then ``section.key=value`` overrides. Unknown keys and values of the wrong type
 are errors that name the key. The defaults of the dataclasses are the published ImageNet recipe for
-B0 (REFERENCE.md section 5); ``DEMO_YAML`` (= ``configs/demo.yaml``) is the embedded default job.
+B0 (Tan & Le 2019, "EfficientNet", section 5.2; tensorflow/tpu ``models/official/efficientnet/main.py``).
+``demo_config()`` is the embedded default job (``configs/demo.yaml``, shipped as package data).
+``resolve_spec`` and ``image_size_for`` turn a config into the architecture and image size.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import dataclasses
 import os
 import types
 import typing
+from importlib import resources
 from typing import Any, Union
 
 import yaml
+
+from keras_effnet import scaling
+
+# EfficientNet downsamples 32x: smaller inputs leave no spatial extent.
+MIN_IMAGE_SIZE = 32
 
 
 @dataclasses.dataclass
@@ -289,41 +297,32 @@ def load_config(paths: list[str] | tuple[str, ...] | str | None = None,
     return config
 
 
-# The embedded default job, identical to configs/demo.yaml (a test keeps them equal): a small
-# EfficientNet (compound phi=-4 at 32 px) trained on the embedded 8x8 digits dataset, upsampled.
-DEMO_YAML = """\
-# Demo: a small EfficientNet on the embedded digits dataset (10 classes), CPU-friendly.
-model:
-  name: efficientnet-b0
-  phi: -4.0               # compound scaling below B0: width 0.68, depth 0.48
-  resolution: 32
-  dropout_rate: 0.1
-  stochastic_depth_rate: 0.1
-data:
-  source: digits
-  image_size: 32
-  batch_size: 64
-  eval_batch_size: 256
-  cache: true
-augmentation:
-  name: none
-optimizer:
-  name: rmsprop           # TF1 semantics, as the recipe
-  lr_per_256: 0.016       # the recipe: 0.004 at batch 64
-  weight_decay: 1.0e-5
-  label_smoothing: 0.1
-  ema_decay: 0.99         # short run: 0.9999 would average over far more steps than it has
-schedule:
-  epochs: 30
-  warmup_epochs: 1
-  decay: cosine
-runtime:
-  checkpoint_every_steps: 200
-  keep_checkpoints: 3
-  log_every_steps: 20
-"""
-
-
 def demo_config() -> Config:
-    """The embedded default job (``configs/demo.yaml``)."""
-    return Config.from_dict(yaml.safe_load(DEMO_YAML))
+    """The embedded default job: ``keras_effnet/resources/demo.yaml`` (= ``configs/demo.yaml``),
+    a small EfficientNet (compound phi=-4 at 32 px) on the embedded 8x8 digits, upsampled."""
+    text = resources.files("keras_effnet").joinpath("resources/demo.yaml").read_text(encoding="utf-8")
+    return Config.from_dict(yaml.safe_load(text))
+
+
+def resolve_spec(model: ModelConfig) -> scaling.ModelSpec:
+    """The ``ModelSpec`` a ``ModelConfig`` describes (variant or compound phi, then overrides)."""
+    base = scaling.get_spec(model.name)
+    spec = scaling.compound_spec(model.phi, base=base) if model.phi is not None else base
+    changes = {key: getattr(model, key) for key in ("width", "depth", "resolution")
+               if getattr(model, key) is not None}
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def image_size_for(config: Config) -> int:
+    """The training/eval image side: ``data.image_size`` or the variant's resolution."""
+    spec = resolve_spec(config.model)
+    size = config.data.image_size or spec.resolution
+    if size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size {size} is too small for {spec.name}: EfficientNet "
+                         f"downsamples 32x, use data.image_size >= {MIN_IMAGE_SIZE}")
+    if (config.data.image_size and config.model.resolution
+            and config.data.image_size != config.model.resolution):
+        raise ValueError(f"data.image_size={config.data.image_size} does not match "
+                         f"model.resolution={config.model.resolution} of the variant; set one "
+                         "of them (or both to the same value)")
+    return size

@@ -65,83 +65,109 @@ def fold_batch_norm(kernel: np.ndarray, bias: np.ndarray | None, gamma: np.ndarr
     return kernel.astype(np.float32), folded_bias.astype(np.float32)
 
 
+def _graph_calls(model: keras.Model) -> list[tuple[keras.layers.Layer, list[int], list[int]]]:
+    """Every layer call of functional ``model`` in graph order: (layer, input ids, output ids).
+
+    Read by re-running the graph through ``keras.models.clone_model`` with a ``call_function``
+    that records each call on throwaway clones of the layers (the model is not touched).
+    """
+    calls = []
+    originals: dict[int, keras.layers.Layer] = {}
+
+    def clone(layer):
+        copy = layer.__class__.from_config(layer.get_config())
+        originals[id(copy)] = layer
+        return copy
+
+    def record(layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        inputs = [id(t) for t in keras.tree.flatten((args, kwargs))
+                  if keras.backend.is_keras_tensor(t)]
+        calls.append((originals[id(layer)], inputs, [id(t) for t in keras.tree.flatten(outputs)]))
+        return outputs
+
+    clone_model_graph = keras.models.clone_model(model, clone_function=clone, call_function=record)
+    output_ids = [id(t) for t in keras.tree.flatten(clone_model_graph.outputs)]
+    return calls + [(None, output_ids, [])]
+
+
+def _fold_pairs(model: keras.Model) -> dict[int, layers.BatchNormalization]:
+    """``{id(conv): batch norm}`` for each convolution whose only consumer is a batch norm."""
+    calls = _graph_calls(model)
+    producer: dict[int, keras.layers.Layer] = {}
+    consumers: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    for layer, inputs, outputs in calls:
+        for tensor in inputs:
+            consumers[tensor] = consumers.get(tensor, 0) + 1
+        for tensor in outputs:
+            producer[tensor] = layer
+        if layer is not None:
+            uses[id(layer)] = uses.get(id(layer), 0) + 1
+    folds: dict[int, layers.BatchNormalization] = {}
+    for norm, inputs, _ in calls:
+        if not isinstance(norm, layers.BatchNormalization) or len(inputs) != 1:
+            continue
+        conv = producer.get(inputs[0])
+        if (conv is not None and consumers[inputs[0]] == 1 and uses[id(conv)] == 1
+                and uses[id(norm)] == 1 and _foldable(conv, norm)):
+            folds[id(conv)] = norm
+    return folds
+
+
 def deploy(model: keras.Model) -> keras.Model:
     """An inference-only copy of a functional ``model`` with batch norm folded and dropout gone.
 
     Outputs agree with ``model(x, training=False)`` to float32 rounding (tests check 1e-4 on
     B0 and Lite0 with non-trivial batch-norm statistics). Layer names are kept; the folded
     batch-norm layers (``*_bn``) and dropout / stochastic-depth layers (``top_dropout``,
-    ``*_drop``) no longer exist.
+    ``*_drop``) no longer exist. Built with ``keras.models.clone_model`` (a ``clone_function``
+    choosing each layer's replacement, a ``call_function`` skipping the removed ones).
 
     Raises:
         ValueError: if ``model`` is not a functional (graph) model.
     """
-    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
-    if nodes_by_depth is None:
+    if isinstance(model, keras.Sequential) and model.built:
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    if not isinstance(model, keras.Model) or not _is_functional(model):
         raise ValueError(f"deploy() needs a functional keras.Model, got {type(model).__name__}; "
                          "build the model with keras.Model(inputs, outputs)")
-    nodes = [node for depth in sorted(nodes_by_depth, reverse=True)
-             for node in nodes_by_depth[depth]]
-    producers = {id(t): node for node in nodes for t in node.outputs}
-    consumers: dict[int, int] = {}
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
-    for tensor in model.outputs:
-        consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
-
-    # Pair each foldable convolution node with the batch norm that consumes it.
-    folds: dict[int, layers.BatchNormalization] = {}  # id(conv node) -> batch norm layer
-    folded_norms: set[int] = set()  # id(batch-norm node)
-    for node in nodes:
-        norm = node.operation
-        if not isinstance(norm, layers.BatchNormalization) or len(node.input_tensors) != 1:
-            continue
-        source = node.input_tensors[0]
-        conv_node = producers.get(id(source))
-        if conv_node is None or consumers.get(id(source)) != 1:
-            continue
-        if _foldable(conv_node.operation, norm):
-            folds[id(conv_node)] = norm
-            folded_norms.add(id(node))
-
-    tensors: dict[int, object] = {}
-    new_inputs = []
-    for tensor in model.inputs:
-        new_input = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
-                                name=tensor.name)
-        tensors[id(tensor)] = new_input
-        new_inputs.append(new_input)
-
+    folds = _fold_pairs(model)
+    folded_norms = {id(norm) for norm in folds.values()}
+    skipped: set[int] = set()
     weight_copies: list[tuple[keras.layers.Layer, list[np.ndarray]]] = []
-    for node in nodes:
-        operation = node.operation
-        if node.is_input or operation is None or isinstance(operation, layers.InputLayer):
-            continue
-        if id(node) in folded_norms or isinstance(operation, INFERENCE_IDENTITIES):
-            tensors[id(node.outputs[0])] = tensors[id(node.input_tensors[0])]
-            continue
-        args, kwargs = node.arguments.fill_in(tensors)
-        kwargs.pop("training", None)
-        if id(node) in folds:
-            norm = folds[id(node)]
-            config = dict(operation.get_config(), use_bias=True, bias_initializer="zeros")
-            new_layer = operation.__class__.from_config(config)
-            outputs = new_layer(*args, **kwargs)
-            weight_copies.append((new_layer, list(_folded_weights(operation, norm))))
-        else:
-            new_layer = operation.__class__.from_config(operation.get_config())
-            outputs = new_layer(*args, **kwargs)
-            weight_copies.append((new_layer, operation.get_weights()))
-        for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
-            tensors[id(old)] = new
 
-    for new_layer, weights in weight_copies:
-        new_layer.set_weights(weights)
-    outputs = keras.tree.pack_sequence_as(
-        model._outputs_struct, [tensors[id(t)] for t in model.outputs])
-    inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
-    return keras.Model(inputs, outputs, name=model.name)
+    def clone(layer):
+        if isinstance(layer, INFERENCE_IDENTITIES) or id(layer) in folded_norms:
+            skipped.add(id(layer))
+            return layer
+        if id(layer) in folds:
+            config = dict(layer.get_config(), use_bias=True, bias_initializer="zeros")
+            copy = layer.__class__.from_config(config)
+            weight_copies.append((copy, list(_folded_weights(layer, folds[id(layer)]))))
+        else:
+            copy = layer.__class__.from_config(layer.get_config())
+            weight_copies.append((copy, layer.get_weights()))
+        return copy
+
+    def call(layer, *args, **kwargs):
+        if id(layer) in skipped:
+            return args[0]
+        kwargs.pop("training", None)
+        return layer(*args, **kwargs)
+
+    deployed = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer, weights in weight_copies:
+        layer.set_weights(weights)
+    return deployed
+
+
+def _is_functional(model: keras.Model) -> bool:
+    """Whether ``model`` is a graph of layers (``keras.Model(inputs, outputs)``)."""
+    try:
+        return bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
 
 
 def _foldable(conv, norm: layers.BatchNormalization) -> bool:

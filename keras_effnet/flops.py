@@ -26,6 +26,7 @@ import dataclasses
 import math
 
 from keras_effnet import scaling
+from keras_effnet.plan import STEM_STRIDE, block_plan
 from keras_effnet.scaling import ModelSpec, get_spec
 
 # Per-kind keys of ``FlopsCount.by_kind`` (the parts of the main count).
@@ -177,9 +178,7 @@ def count_spec_flops(spec: ModelSpec | str, resolution: int | None = None,
     Equals ``count_model_flops`` of the built model (same conventions), in milliseconds.
     ``resolution`` defaults to the spec's. Works for any ``ModelSpec``, including user tables.
     """
-    from keras_effnet.model import block_sequence  # noqa: PLC0415 (pure, but imports keras)
-
-    spec = spec if isinstance(spec, ModelSpec) else get_spec(spec)
+    spec = get_spec(spec)
     size = int(resolution or spec.resolution)
     if size < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
@@ -187,40 +186,36 @@ def count_spec_flops(spec: ModelSpec | str, resolution: int | None = None,
     if include_preprocessing and spec.normalization != "none":
         t.params += 7  # mean (3), variance (3), count: keras.applications' Normalization layout
         t.elementwise += size * size * 3
-    height = _same_output(size, 2)
+    height = _same_output(size, STEM_STRIDE)
     stem = spec.stem_channels()
     t.conv(height, height, 3, 3, stem)
     t.batch_norm(height, height, stem)
     t.elementwise += height * height * stem  # activation
     channels = stem
-    for _, block in block_sequence(spec):
-        # As the builder: convs read the channels that actually arrive (``channels``); widths
-        # derived from the table (expansion, SE) come from the block's declared input filters.
-        c_in = block.input_filters
-        expanded = channels
-        if block.expand_ratio != 1:
-            expanded = int(c_in * block.expand_ratio)
-            t.conv(height, height, 1, channels, expanded)
+    for block in block_plan(spec):
+        expanded = block.expanded_channels
+        if block.has_expand:
+            t.conv(height, height, 1, block.input_channels, expanded)
             t.batch_norm(height, height, expanded)
             t.elementwise += height * height * expanded
-        height = _same_output(height, block.strides)
+        height = _same_output(height, block.stride)
         k = block.kernel_size
         t.by_kind["depthwise"] += height * height * k * k * expanded
         t.params += k * k * expanded
         t.batch_norm(height, height, expanded)
         t.elementwise += height * height * expanded
         if block.has_se:
-            reduced = max(1, int(c_in * block.se_ratio))
+            reduced = block.se_channels
             t.elementwise += height * height * expanded  # squeeze (global mean)
             t.conv(1, 1, 1, expanded, reduced, kind="se", bias=True)
             t.conv(1, 1, 1, reduced, expanded, kind="se", bias=True)
             t.elementwise += reduced + expanded  # swish, sigmoid
             t.elementwise += height * height * expanded  # excite (multiply)
-        t.conv(height, height, 1, expanded, block.output_filters)
-        t.batch_norm(height, height, block.output_filters)
-        if block.id_skip and block.strides == 1 and c_in == block.output_filters:
-            t.elementwise += height * height * block.output_filters  # residual add
-        channels = block.output_filters
+        t.conv(height, height, 1, expanded, block.output_channels)
+        t.batch_norm(height, height, block.output_channels)
+        if block.skip:
+            t.elementwise += height * height * block.output_channels  # residual add
+        channels = block.output_channels
     head = spec.head_channels()
     t.conv(height, height, 1, channels, head)
     t.batch_norm(height, height, head)
@@ -295,8 +290,9 @@ def format_count(value: float, unit: str = "") -> str:
 
 # -- the model table -----------------------------------------------------------------------------
 
-# Paper Table 2 (multiply-adds) and parameter counts, B0..B7 (REFERENCE.md section 1), and the
-# parameter counts of Lite0..4 (tensorflow/tpu efficientnet-lite README).
+# Multiply-adds and parameters of B0..B7 from the paper's Table 2 (Tan & Le 2019), parameters of
+# B8 (AdvProp, Xie et al. 2020) and L2 (Noisy Student, Xie et al. 2020), and of Lite0..4
+# (tensorflow/tpu models/official/efficientnet/lite/README.md).
 PAPER_FLOPS = {"efficientnet-b0": 390_000_000, "efficientnet-b1": 700_000_000,
                "efficientnet-b2": 1_000_000_000, "efficientnet-b3": 1_800_000_000,
                "efficientnet-b4": 4_200_000_000, "efficientnet-b5": 9_900_000_000,
@@ -324,10 +320,10 @@ def table_row(spec: ModelSpec | str, count: str = "model", classes: int = 1000) 
     if count == "model":
         import keras  # noqa: PLC0415
 
-        from keras_effnet.model import build_model  # noqa: PLC0415
+        from keras_effnet.model import EfficientNet  # noqa: PLC0415 (imports keras)
 
         keras.backend.clear_session()
-        counted = count_model_flops(build_model(spec, include_top=True, classes=classes))
+        counted = count_model_flops(EfficientNet(spec, include_top=True, classes=classes))
         keras.backend.clear_session()
     elif count == "spec":
         counted = count_spec_flops(spec, classes=classes)

@@ -1,7 +1,9 @@
 """Keras layers that hold state or behave differently in training.
 
-Both layers are registered with Keras, so models that use them save to ``.keras`` and load
-back with ``safe_mode=True`` and no ``custom_objects`` once ``keras_effnet`` is imported.
+All three are registered with Keras, so models that use them save to ``.keras`` and load back
+with ``safe_mode=True`` and no ``custom_objects`` once ``keras_effnet`` is imported. They run on
+every Keras backend (TensorFlow, JAX, PyTorch); only ``BatchNormalization``'s fused training path
+is TensorFlow's, and it imports TensorFlow only when that backend runs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Optimisation pieces of the published recipe (REFERENCE.md section 5).
+"""Optimisation pieces of the published recipe (Tan & Le 2019, section 5.2; tensorflow/tpu
+``models/official/efficientnet/main.py`` and ``utils.py``).
 
 - ``RMSPropTF1``: RMSProp with the semantics of TF1's ``tf.compat.v1.train.RMSPropOptimizer``, which
   the original EfficientNet code used: epsilon inside the square root and the mean-square accumulator
@@ -15,7 +16,6 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -80,22 +80,6 @@ class RMSPropTF1(keras.optimizers.Optimizer):
         return config
 
 
-def rmsprop_tf1_reference(weights, gradients, learning_rates, rho=0.9, momentum=0.9, epsilon=1e-3,
-                          initial_accumulator=1.0):
-    """NumPy reference of the TF1 update, for tests: returns the weights after each gradient."""
-    w = np.array(weights, dtype=np.float64)
-    ms = np.full_like(w, initial_accumulator)
-    mom = np.zeros_like(w)
-    history = []
-    for g, lr in zip(gradients, learning_rates):
-        g = np.asarray(g, dtype=np.float64)
-        ms = rho * ms + (1 - rho) * g * g
-        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
-        w = w - mom
-        history.append(w.copy())
-    return history
-
-
 def scaled_learning_rate(lr_per_256: float, global_batch_size: int) -> float:
     """Linear scaling rule of the recipe: ``lr_per_256 * global_batch_size / 256``."""
     if global_batch_size <= 0:
@@ -112,7 +96,7 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     floored at ``min_lr``. As in the original code the decay counts from step 0, not from the end of
     the warm-up. ``step`` is the optimiser iteration (0 for the first update).
 
-    The recipe (REFERENCE.md section 5): ``peak_lr = 0.016 * global_batch / 256``, 5 warm-up epochs,
+    The recipe (tensorflow/tpu ``efficientnet/main.py``): ``peak_lr = 0.016 * global_batch / 256``, 5 warm-up epochs,
     ``decay_rate = 0.97``, ``decay_steps = 2.4 epochs``, staircase.
     """
 
@@ -158,32 +142,28 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupCosineDecay(keras.optimizers.schedules.CosineDecay):
     """Linear warm-up to ``peak_lr``, then half-cosine to ``min_lr`` at ``total_steps``.
 
-    Not the published recipe; useful for short runs (the demo) where 0.97 every 2.4 epochs
-    barely decays.
+    Keras' ``CosineDecay`` with a warm-up from 0 and ``alpha = min_lr / peak_lr``, in the terms of
+    the trainer. Not the published recipe; useful for short runs (the demo) where 0.97 every 2.4
+    epochs barely decays.
     """
 
     def __init__(self, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
+        if peak_lr <= 0:
+            raise ValueError(f"peak_lr must be positive, got {peak_lr}")
         if total_steps <= warmup_steps:
             raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
         self.peak_lr = float(peak_lr)
-        self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        span = float(self.total_steps - self.warmup_steps)
-        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
-        cosine = self.min_lr + 0.5 * (self.peak_lr - self.min_lr) * (1.0 + ops.cos(math.pi * progress))
-        if self.warmup_steps > 0:
-            warm = self.peak_lr * step / float(self.warmup_steps)
-            cosine = ops.where(step < self.warmup_steps, warm, cosine)
-        return cosine
+        super().__init__(0.0, decay_steps=self.total_steps - int(warmup_steps),
+                         alpha=self.min_lr / self.peak_lr, warmup_target=self.peak_lr,
+                         warmup_steps=int(warmup_steps))
 
     def value(self, step: int) -> float:
+        """The learning rate at ``step`` in plain Python (for logs and tests)."""
         if step < self.warmup_steps:
             return self.peak_lr * step / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
@@ -194,8 +174,14 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                     total_steps=self.total_steps, min_lr=self.min_lr)
 
 
-def _all_layers(model):
-    return model._flatten_layers(include_self=True, recursive=True)  # noqa: SLF001 (Keras API)
+def all_layers(model) -> list:
+    """Every layer of ``model``, nested models' layers included (depth first)."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(all_layers(layer))
+    return found
 
 
 def _var_id(variable):
@@ -205,7 +191,7 @@ def _var_id(variable):
 def batch_norm_variables(model) -> list:
     """Every variable owned by a batch-normalisation layer (gamma, beta, moving statistics)."""
     found = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             found.extend(layer.variables)
     return found
@@ -240,6 +226,17 @@ def _tensor(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+def random_state_variables(model) -> list:
+    """The dropout / stochastic-depth seed-generator states of ``model``.
+
+    Keras lists each ``keras.random.SeedGenerator`` state among the layer's non-trainable
+    variables; they are the model's only integer variables. Checkpointing them makes a resumed
+    run draw the same masks as an uninterrupted one.
+    """
+    return [variable for variable in model.non_trainable_variables
+            if "int" in keras.backend.standardize_dtype(variable.dtype)]
+
+
 def ema_variables(model) -> list:
     """What the EMA tracks: trainable weights plus the batch-norm moving mean/variance.
 
@@ -248,7 +245,7 @@ def ema_variables(model) -> list:
     """
     tracked = list(model.trainable_variables)
     seen = {_var_id(v) for v in tracked}
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             for variable in layer.non_trainable_variables:
                 if _var_id(variable) not in seen:

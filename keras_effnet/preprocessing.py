@@ -1,111 +1,46 @@
 """THE preprocessing path of keras-effnet: decode, training crop, evaluation crop.
 
 Used by the input pipeline (`keras_effnet.data`), training, evaluation, export and
-prediction, so they cannot disagree (docs/DESIGN.md, REFERENCE.md §6).
+prediction, so they cannot disagree (docs/DESIGN.md; docs/fidelity.md compares it with
+tensorflow/tpu ``models/official/efficientnet/preprocessing.py``, "the original").
 
-- Images leave this module as float32 [S, S, 3] RGB in [0, 255]. Normalisation
+- Images leave this module as float32 [S, S, 3] RGB on the 0..255 scale. Normalisation
   (mean/std per weight set) lives inside the model, not here.
 - Training: random crop with `sample_distorted_bounding_box` (object covered 0.1,
   aspect 3/4..4/3, area 0.08..1, 10 attempts; falls back to the evaluation centre
-  crop), fused decode-and-crop for JPEG bytes, bicubic resize to S, random
-  horizontal flip, then AutoAugment / RandAugment on uint8.
+  crop), fused decode-and-crop for JPEG bytes, resize to S, random horizontal flip,
+  then (with augmentation) clip and truncate to uint8 and AutoAugment / RandAugment.
 - Evaluation: centre crop of S / (S + crop_padding) of the short side (the published
-  checkpoints; `crop_fraction=0.875` for newer recipes, 1.0 for tiny images), bicubic.
+  checkpoints; `crop_fraction=0.875` for newer recipes, 1.0 for tiny images), resize.
+- Resize: by default the original's TF1 ``resize_bicubic`` ("bicubic_tf1", not clipped: it
+  may overshoot 0..255 a little); the ``tf.image.resize`` methods clip to [0, 255].
 
-All functions are pure TensorFlow and run inside `tf.data.Dataset.map` and
-`tf.function` (serving signatures).
+All functions are pure TensorFlow: they run in `tf.data.Dataset.map` and `tf.function`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
 from keras_effnet import augment as augment_lib
+from keras_effnet.eval_preprocessing import (  # noqa: F401 (re-exported: the one settings type)
+    CROP_PADDING,
+    DEFAULT_RESIZE_METHOD,
+    NORMALIZATION_NAMES,
+    RESIZE_METHODS,
+    EvalPreprocessing,
+    check_resize_method,
+)
 
 # No tensor-dependent Python control flow here: skip AutoGraph conversion (faster tracing).
 _no_autograph = tf.autograph.experimental.do_not_convert
 
-CROP_PADDING = 32
 AUGMENTATIONS = (None, "autoaugment", "randaugment")
-RESIZE_METHODS = ("bicubic", "bilinear", "area", "nearest")
-NORMALIZATION_NAMES = ("imagenet", "lite", "inception", "none")
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalPreprocessing:
-    """How images are prepared for a model at evaluation, export and prediction time.
-
-    One value of this type travels with a weight set, a data source, a run directory and every
-    export, and ``preprocess_for_eval`` applies it, so none of them can disagree.
-
-    Attributes:
-        resolution: square model input side S in pixels.
-        crop_fraction: centre-crop fraction of the short side; ``None`` is the original rule
-            ``S / (S + crop_padding)`` (tensorflow/tpu ``preprocessing.py``, the published
-            checkpoints); 0.875 for newer recipes; 1.0 keeps the whole short side.
-        crop_padding: see ``crop_fraction``.
-        resize_method: resize kernel after the crop (``RESIZE_METHODS``).
-        normalization: what the model's own ``normalization`` layer does to its inputs
-            (``imagenet`` mean/std, ``lite`` (x - 127) / 128, ``inception`` [-1, 1], ``none``);
-            recorded here for consumers that feed the model directly.
-        input_range: the pixel range the model expects after this preprocessing.
-    """
-
-    resolution: int
-    crop_fraction: float | None = None
-    crop_padding: int = CROP_PADDING
-    resize_method: str = "bicubic"
-    normalization: str = "imagenet"
-    input_range: tuple[float, float] = (0.0, 255.0)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.resolution, int) or self.resolution < 1:
-            raise ValueError(f"resolution must be a positive integer, got {self.resolution!r}")
-        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1] or None, got {self.crop_fraction}")
-        if self.resize_method not in RESIZE_METHODS:
-            raise ValueError(f"resize_method must be one of {', '.join(RESIZE_METHODS)}, "
-                             f"got {self.resize_method!r}")
-        if self.normalization not in NORMALIZATION_NAMES:
-            raise ValueError(f"normalization must be one of {', '.join(NORMALIZATION_NAMES)}, "
-                             f"got {self.normalization!r}")
-        object.__setattr__(self, "input_range", tuple(float(v) for v in self.input_range))
-
-    @property
-    def effective_crop_fraction(self) -> float:
-        """The crop fraction actually applied (the original rule resolved)."""
-        if self.crop_fraction is not None:
-            return self.crop_fraction
-        return self.resolution / (self.resolution + self.crop_padding)
-
-    def replace(self, **changes: Any) -> "EvalPreprocessing":
-        """A copy with ``changes`` (e.g. another ``resolution``)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (run metadata, export metadata)."""
-        values = dataclasses.asdict(self)
-        values["input_range"] = list(self.input_range)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "EvalPreprocessing":
-        """Inverse of ``to_dict``; unknown keys are refused by name."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown evaluation-preprocessing keys {unknown}; "
-                             f"expected some of {sorted(known)}")
-        values = dict(values)
-        if "input_range" in values:
-            values["input_range"] = tuple(values["input_range"])
-        return cls(**values)
-
-# ---------------------------------------------------------------------------
-# decoding
+# --------------------------------------------------------------------------- decoding
 
 
 @_no_autograph
@@ -185,16 +120,12 @@ def image_shape(image) -> tf.Tensor:
     """[height, width] (int32) of encoded bytes (JPEG without decoding) or of a tensor."""
     image = tf.convert_to_tensor(image)
     if image.dtype == tf.string:
-        return tf.cond(
-            is_jpeg(image),
-            lambda: tf.io.extract_jpeg_shape(image)[:2],
-            lambda: tf.shape(decode_image(image))[:2],
-        )
+        return tf.cond(is_jpeg(image), lambda: tf.io.extract_jpeg_shape(image)[:2],
+                       lambda: tf.shape(decode_image(image))[:2])
     return tf.shape(image)[:2]
 
 
-# ---------------------------------------------------------------------------
-# crop windows
+# --------------------------------------------------------------------------- crop windows
 
 
 @_no_autograph
@@ -202,7 +133,8 @@ def center_crop_window(shape: tf.Tensor, image_size: int, crop_fraction: float |
                        crop_padding: int = CROP_PADDING) -> tf.Tensor:
     """[offset_y, offset_x, size, size] of the evaluation centre crop (int32).
 
-    size = int(S / (S + crop_padding) * min(H, W)), or int(crop_fraction * min(H, W)).
+    size = int(S / (S + crop_padding) * min(H, W)), or int(crop_fraction * min(H, W)),
+    multiplied in float32 and truncated as the original (tensorflow/tpu ``preprocessing.py``).
     """
     shape = tf.cast(shape, tf.int32)
     height, width = shape[0], shape[1]
@@ -210,8 +142,8 @@ def center_crop_window(shape: tf.Tensor, image_size: int, crop_fraction: float |
         crop_fraction = image_size / (image_size + crop_padding)
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
-    short_side = tf.cast(tf.minimum(height, width), tf.float64)
-    size = tf.maximum(tf.cast(crop_fraction * short_side, tf.int32), 1)
+    short_side = tf.cast(tf.minimum(height, width), tf.float32)
+    size = tf.maximum(tf.cast(tf.constant(crop_fraction, tf.float32) * short_side, tf.int32), 1)
     offset_y = ((height - size) + 1) // 2
     offset_x = ((width - size) + 1) // 2
     return tf.stack([offset_y, offset_x, size, size])
@@ -230,15 +162,9 @@ def random_crop_window(shape: tf.Tensor, seed, area_range: Sequence[float] = (0.
     shape = tf.cast(shape, tf.int32)
     full_box = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.concat([shape[:2], [3]], 0),
-        bounding_boxes=full_box,
-        seed=seed,
-        min_object_covered=min_object_covered,
-        aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range,
-        max_attempts=max_attempts,
-        use_image_if_no_bounding_boxes=True,
-    )
+        tf.concat([shape[:2], [3]], 0), bounding_boxes=full_box, seed=seed,
+        min_object_covered=min_object_covered, aspect_ratio_range=aspect_ratio_range,
+        area_range=area_range, max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))
     return tf.cond(failed, lambda: center_crop_window(shape, fallback_image_size), lambda: window)
@@ -263,14 +189,26 @@ def _decode_and_crop(image, window: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
-def _resize(image: tf.Tensor, image_size: int, method: str = "bicubic") -> tf.Tensor:
-    """Resize to [S, S] -> float32 clipped to [0, 255] (bicubic overshoots)."""
-    resized = tf.image.resize(image, [image_size, image_size], method=method)
+def resize(images: tf.Tensor, image_size: int, method: str = DEFAULT_RESIZE_METHOD) -> tf.Tensor:
+    """Resize [H, W, C] or [B, H, W, C] images to S x S -> float32.
+
+    "bicubic_tf1" is ``tf.compat.v1.image.resize_bicubic`` (legacy grid: align_corners and
+    half_pixel_centers False; Keys a = -0.75), the original's, not clipped (as the original);
+    the ``tf.image.resize`` methods clip to [0, 255] (bicubic overshoots).
+    """
+    images = tf.convert_to_tensor(images)
+    if check_resize_method(method) == "bicubic_tf1":
+        batched = images if images.shape.rank == 4 else images[None]
+        # The kernel of tf.compat.v1.image.resize_bicubic, without its deprecation warning.
+        resized = tf.raw_ops.ResizeBicubic(images=batched, size=[image_size, image_size],
+                                           align_corners=False, half_pixel_centers=False)
+        return resized if images.shape.rank == 4 else resized[0]
+    resized = tf.image.resize(images, [image_size, image_size], method=method)
     return tf.clip_by_value(tf.cast(resized, tf.float32), 0.0, 255.0)
 
 
-# ---------------------------------------------------------------------------
-# public entry points
+
+# --------------------------------------------------------------------------- entry points
 
 
 @_no_autograph
@@ -280,8 +218,12 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
                          area_range: Sequence[float] = (0.08, 1.0),
                          aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
                          min_object_covered: float = 0.1, flip: bool = True,
-                         resize_method: str = "bicubic") -> tf.Tensor:
-    """Training preprocessing of one image -> float32 [S, S, 3] in [0, 255].
+                         resize_method: str = DEFAULT_RESIZE_METHOD,
+                         semantics: str = augment_lib.DEFAULT_SEMANTICS) -> tf.Tensor:
+    """Training preprocessing of one image -> float32 [S, S, 3] on the 0..255 scale.
+
+    Without augmentation the "bicubic_tf1" output is not clipped (as the original's);
+    with it, the image passes through uint8 and lies in [0, 255].
 
     Args:
       image: encoded bytes (scalar tf.string; JPEG is decoded and cropped in one fused
@@ -293,30 +235,36 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
         from the global generator.
       area_range, aspect_ratio_range, min_object_covered: the random crop (fraction of
         the image area, width/height). Use a larger minimum area for tiny images.
+      resize_method: one of ``RESIZE_METHODS`` (default the original's "bicubic_tf1").
+      semantics: augmentation op semantics and uint8 conversion, "original" (truncation,
+        tensorflow/tpu autoaugment.py) or "pil" (rounding, PIL ops); see ``augment``.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
+    check_resize_method(resize_method)
+    augment_lib.check_semantics(semantics)
     seed_crop, seed_flip, seed_augment = augment_lib._split(seed, 3)
     window = random_crop_window(image_shape(image), seed_crop, area_range, aspect_ratio_range,
                                 min_object_covered, fallback_image_size=image_size)
     cropped = _decode_and_crop(image, window)
-    resized = _resize(cropped, image_size, resize_method)
+    resized = resize(cropped, image_size, resize_method)
     if flip:
         resized = tf.image.stateless_random_flip_left_right(resized, seed_flip)
     if augment is not None:
-        pixels = tf.cast(tf.round(resized), tf.uint8)
+        pixels = augment_lib.to_uint8(resized, semantics)
         if augment == "autoaugment":
-            pixels = augment_lib.autoaugment(pixels, autoaugment_policy, seed=seed_augment)
+            pixels = augment_lib.autoaugment(pixels, autoaugment_policy, seed=seed_augment,
+                                             semantics=semantics)
         else:
             pixels = augment_lib.randaugment(pixels, randaugment_layers, randaugment_magnitude,
-                                             seed=seed_augment)
+                                             seed=seed_augment, semantics=semantics)
         resized = tf.cast(pixels, tf.float32)
     return tf.ensure_shape(resized, [image_size, image_size, 3])
 
 
 def as_eval_preprocessing(settings: "EvalPreprocessing | int", crop_fraction: float | None = None,
                           crop_padding: int = CROP_PADDING,
-                          resize_method: str = "bicubic") -> EvalPreprocessing:
+                          resize_method: str = DEFAULT_RESIZE_METHOD) -> EvalPreprocessing:
     """``settings`` itself, or an ``EvalPreprocessing`` for image side ``settings`` and the rest."""
     if isinstance(settings, EvalPreprocessing):
         return settings
@@ -326,29 +274,29 @@ def as_eval_preprocessing(settings: "EvalPreprocessing | int", crop_fraction: fl
 @_no_autograph
 def preprocess_for_eval(image, image_size: "EvalPreprocessing | int",
                         crop_fraction: float | None = None, crop_padding: int = CROP_PADDING,
-                        resize_method: str = "bicubic") -> tf.Tensor:
-    """Evaluation / inference preprocessing of one image -> float32 [S, S, 3] in [0, 255].
+                        resize_method: str = DEFAULT_RESIZE_METHOD) -> tf.Tensor:
+    """Evaluation / inference preprocessing of one image -> float32 [S, S, 3], 0..255 scale.
 
     ``image_size`` is an ``EvalPreprocessing`` (the usual form: a weight set's, a run's or an
     export's settings) or the side S with the crop and resize given by the other arguments.
     Centre crop of S / (S + crop_padding) of the short side (default padding 32, as the
     published checkpoints were evaluated), or ``crop_fraction`` of it when given (0.875 for
-    newer recipes, 1.0 to keep the whole short side), then the resize.
-    ``image`` is encoded bytes or an image tensor, as in ``preprocess_for_train``.
+    newer recipes, 1.0 to keep the whole short side), then the resize ("bicubic_tf1", the
+    original's, is not clipped). ``image``: bytes or a tensor, as in ``preprocess_for_train``.
     """
     settings = as_eval_preprocessing(image_size, crop_fraction, crop_padding, resize_method)
     size = settings.resolution
     window = center_crop_window(image_shape(image), size, settings.crop_fraction,
                                 settings.crop_padding)
     cropped = _decode_and_crop(image, window)
-    return tf.ensure_shape(_resize(cropped, size, settings.resize_method), [size, size, 3])
+    return tf.ensure_shape(resize(cropped, size, settings.resize_method), [size, size, 3])
 
 
 @_no_autograph
 def preprocess_batch_for_eval(images, image_size: "EvalPreprocessing | int",
                               crop_fraction: float | None = None,
                               crop_padding: int = CROP_PADDING,
-                              resize_method: str = "bicubic") -> tf.Tensor:
+                              resize_method: str = DEFAULT_RESIZE_METHOD) -> tf.Tensor:
     """``preprocess_for_eval`` on a batch -> float32 [B, S, S, 3]; usable in tf.function.
 
     Args:
@@ -360,11 +308,8 @@ def preprocess_batch_for_eval(images, image_size: "EvalPreprocessing | int",
     size = settings.resolution
     images = tf.convert_to_tensor(images)
     if images.dtype == tf.string:
-        return tf.map_fn(
-            lambda one: preprocess_for_eval(one, settings),
-            images,
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
-        )
+        return tf.map_fn(lambda one: preprocess_for_eval(one, settings), images,
+                         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
     if images.shape.rank != 4:
         raise ValueError(f"Expected a batch [B, H, W, C] or encoded strings [B], got shape {images.shape}.")
     channels = images.shape[-1]
@@ -375,6 +320,5 @@ def preprocess_batch_for_eval(images, image_size: "EvalPreprocessing | int",
     window = center_crop_window(tf.shape(images)[1:3], size, settings.crop_fraction,
                                 settings.crop_padding)
     cropped = images[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3], :]
-    resized = tf.image.resize(tf.cast(cropped, tf.float32), [size, size],
-                              method=settings.resize_method)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    cropped = cropped if cropped.dtype in (tf.uint8, tf.float32) else tf.cast(cropped, tf.float32)
+    return resize(cropped, size, settings.resize_method)

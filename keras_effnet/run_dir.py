@@ -27,7 +27,7 @@ from typing import Any
 
 from keras_effnet import atomic
 from keras_effnet.blocks import decode_blocks, encode_blocks
-from keras_effnet.preprocessing import EvalPreprocessing
+from keras_effnet.eval_preprocessing import EvalPreprocessing
 from keras_effnet.scaling import ModelSpec
 
 CONFIG_FILE = "config.yaml"

@@ -1,18 +1,9 @@
 """Helpers shared by several test modules (tests/ is on sys.path under pytest)."""
 
-import importlib.util
-import os
+import contextlib
+import importlib
 
 import numpy as np
-
-
-def load_tool(name):
-    """Import tools/<name>.py (a script, not a package module)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"effnet_tool_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def layer_weights(model) -> dict[str, np.ndarray]:
@@ -60,3 +51,88 @@ def real_photos(count=len(PHOTO_NAMES), names=PHOTO_NAMES) -> list[np.ndarray]:
         if image.ndim == 3 and image.shape[-1] == 3:
             images.append(image)
     return images
+
+
+def write_tpu_checkpoint(model, spec, prefix, *, ema=True, extra=None):
+    """Write ``model``'s weights as an original-format tensorflow/tpu checkpoint at ``prefix``.
+
+    Variables get the original names (``efficientnet-b0/blocks_0/...``,
+    ``keras_effnet.weights.tpu_checkpoint_names``), with the ``/ExponentialMovingAverage`` suffix
+    when ``ema``; ``extra`` adds more named tensors (non-EMA copies, ``global_step``). Written
+    with TensorFlow's checkpoint writer (SaveV2). Returns the prefix as a ``Path``.
+    """
+    from pathlib import Path  # noqa: PLC0415
+
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_effnet.weights import tpu_checkpoint_names  # noqa: PLC0415
+
+    names = tpu_checkpoint_names(spec, ema=ema)
+    values = {key: value for key, value in layer_weights(model).items()
+              if not key.startswith("normalization/")}
+    tensors = {names[key]: value for key, value in values.items() if key in names}
+    tensors.update(extra or {})
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=ordered,
+                      shape_and_slices=[""] * len(ordered),
+                      tensors=[tf.constant(tensors[n]) for n in ordered])
+    return prefix
+
+
+def lukemelas_state_dict(model, spec) -> dict[str, np.ndarray]:
+    """``model``'s weights as a lukemelas/EfficientNet-PyTorch state_dict (numpy arrays in torch
+    layouts: conv HWIO -> OIHW, depthwise HW(O)1 -> O1HW, dense (in, out) -> (out, in)), with the
+    ``num_batches_tracked`` counters PyTorch writes beside every BatchNorm."""
+    from keras_effnet.weights import lukemelas_names  # noqa: PLC0415
+
+    values = layer_weights(model)
+    state: dict[str, np.ndarray] = {}
+    for keras_key, torch_name in lukemelas_names(spec).items():
+        if keras_key not in values:
+            continue
+        value = values[keras_key]
+        if value.ndim == 4:
+            depthwise = "_depthwise_conv." in torch_name
+            value = np.transpose(value, (2, 3, 0, 1) if depthwise else (3, 2, 0, 1))
+        elif value.ndim == 2:
+            value = value.T
+        state[torch_name] = np.ascontiguousarray(value)
+        if torch_name.endswith(".running_var"):
+            counter = torch_name.replace(".running_var", ".num_batches_tracked")
+            state[counter] = np.array(0, np.int64)
+    return state
+
+
+@contextlib.contextmanager
+def restored_flags():
+    """Undo every absl flag definition made inside the block (new flags removed, redefined ones
+    put back), so one test's command line cannot change another's flag defaults."""
+    from absl import flags  # noqa: PLC0415
+
+    before = {name: flags.FLAGS[name] for name in flags.FLAGS}
+    try:
+        yield flags.FLAGS
+    finally:
+        flags.FLAGS.unparse_flags()
+        for name in list(flags.FLAGS):
+            if name not in before:
+                delattr(flags.FLAGS, name)
+            elif flags.FLAGS[name] is not before[name]:
+                delattr(flags.FLAGS, name)
+                flags.FLAGS[name] = before[name]
+
+
+def run_cli(name, argv):
+    """Run ``keras_effnet.cli.<name>``'s main in this process with ``argv`` flags; its exit status.
+
+    The main's flags are defined first, as its ``run()`` does, and removed again afterwards
+    (``restored_flags``), so several command lines can run in one test process.
+    """
+    module = importlib.import_module(f"keras_effnet.cli.{name}")
+    with restored_flags() as values:
+        module.define_flags()
+        values.unparse_flags()
+        values([name] + list(argv))
+        return module.main([name])

@@ -34,3 +34,19 @@ def test_save_keras_both_formats(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.keras", "m.weights.h5"]
     with pytest.raises(ValueError, match=".keras or .weights.h5"):
         atomic.save_keras(model, tmp_path / "m.bin")
+
+
+def test_atomic_directory_replaces_or_keeps_the_old_one(tmp_path):
+    target = tmp_path / "export"
+    with atomic.atomic_directory(target) as staging:
+        assert os.path.dirname(staging) == str(tmp_path) and not os.listdir(staging)
+        (tmp_path / os.path.basename(staging) / "a.txt").write_text("one")
+    assert os.listdir(target) == ["a.txt"]
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_directory(target) as staging:
+            (tmp_path / os.path.basename(staging) / "b.txt").write_text("two")
+            raise RuntimeError("converter failed")
+    assert os.listdir(target) == ["a.txt"]
+    with atomic.atomic_directory(target) as staging:
+        (tmp_path / os.path.basename(staging) / "b.txt").write_text("two")
+    assert os.listdir(target) == ["b.txt"] and os.listdir(tmp_path) == ["export"]

@@ -1,6 +1,12 @@
-"""Each augmentation op against PIL (the library the policies were defined with).
+"""Each augmentation op against the original (tensorflow/tpu
+models/official/efficientnet/autoaugment.py, the default semantics) and against PIL
+(semantics="pil", the library the policies were searched with).
 
-Tolerances:
+Original semantics are checked against the original's own TensorFlow expressions
+(tf.bitwise shifts and tf.where on uint8 with Python int arguments, tf.image.rgb_to_grayscale,
+tf.histogram_fixed_width, truncating tf.cast), written out below, and against facts.
+
+PIL tolerances (semantics="pil"):
 - exact: invert, posterize, solarize, solarize_add, autocontrast, equalize, brightness,
   color, contrast, translate (integer shifts).
 - sharpness: |diff| <= 1 (PIL's SMOOTH filter rounding).
@@ -45,15 +51,17 @@ def test_exact_pixel_ops(index):
     array = IMAGES[index]
     pil = _pil(array)
     np.testing.assert_array_equal(_tf(augment.invert, array), np.asarray(ImageOps.invert(pil)))
-    np.testing.assert_array_equal(_tf(augment.autocontrast, array), np.asarray(ImageOps.autocontrast(pil)))
+    np.testing.assert_array_equal(_tf(augment.autocontrast, array, "pil"),
+                                  np.asarray(ImageOps.autocontrast(pil)))
     np.testing.assert_array_equal(_tf(augment.equalize, array), np.asarray(ImageOps.equalize(pil)))
     for bits in (1, 2, 4, 6, 8):
-        np.testing.assert_array_equal(_tf(augment.posterize, array, bits), np.asarray(ImageOps.posterize(pil, bits)))
-    # bits=0 (RandAugment/v0 level < 2.5): Pillow now rejects it; older Pillow and the
-    # reference's shift by 8 give zeros.
-    np.testing.assert_array_equal(_tf(augment.posterize, array, 0), np.zeros_like(array))
+        np.testing.assert_array_equal(_tf(augment.posterize, array, bits, "pil"),
+                                      np.asarray(ImageOps.posterize(pil, bits)))
+    # bits=0 (RandAugment/v0 level < 2.5): Pillow now rejects it; older Pillow's mask gives
+    # zeros (the original gives x & 128: test_posterize_original).
+    np.testing.assert_array_equal(_tf(augment.posterize, array, 0, "pil"), np.zeros_like(array))
     for threshold in (0, 26, 128, 204, 256):
-        np.testing.assert_array_equal(_tf(augment.solarize, array, threshold),
+        np.testing.assert_array_equal(_tf(augment.solarize, array, threshold, "pil"),
                                       np.asarray(ImageOps.solarize(pil, threshold)))
     for addition, threshold in ((33, 128), (110, 128), (-50, 200)):
         lut = [min(255, max(0, i + addition)) if i < threshold else i for i in range(256)]
@@ -66,7 +74,9 @@ def test_equalize_and_autocontrast_constant_channel():
     array[..., 1] = np.arange(64).reshape(8, 8)
     pil = _pil(array)
     np.testing.assert_array_equal(_tf(augment.equalize, array), np.asarray(ImageOps.equalize(pil)))
-    np.testing.assert_array_equal(_tf(augment.autocontrast, array), np.asarray(ImageOps.autocontrast(pil)))
+    np.testing.assert_array_equal(_tf(augment.autocontrast, array, "pil"),
+                                  np.asarray(ImageOps.autocontrast(pil)))
+    np.testing.assert_array_equal(_tf(augment.autocontrast, array), _original_autocontrast(array))
 
 
 @pytest.mark.parametrize("factor", [0.1, 0.5, 1.0, 1.3, 1.9])
@@ -79,7 +89,8 @@ def test_enhance_ops(factor):
             (augment.contrast, ImageEnhance.Contrast, 0),
             (augment.sharpness, ImageEnhance.Sharpness, 1),
         ):
-            got = _tf(fn, array, factor).astype(int)
+            got = _tf(fn, array, factor, "pil").astype(int) if fn is not augment.brightness \
+                else _tf(fn, array, factor).astype(int)
             want = np.asarray(enhancer(pil).enhance(factor)).astype(int)
             assert np.abs(got - want).max() <= tol, (fn.__name__, factor, np.abs(got - want).max())
 
@@ -167,7 +178,7 @@ def test_policy_applies_sub_policies_with_their_probabilities():
 
     @tf.function
     def run(seed):
-        return augment.autoaugment(image, policy, seed=seed)
+        return augment.autoaugment(image, policy, seed=seed, semantics="pil")
 
     trials = 400
     inverted = sum(np.array_equal(run(tf.constant([1, i])).numpy(), 255 - IMAGES[0]) for i in range(trials))
@@ -239,7 +250,267 @@ def test_solarize_ops_at_extreme_arguments():
     array = IMAGES[0].astype(int)
     for threshold in (-3, 0, 1, 255, 256, 300):
         want = np.where(array < threshold, array, 255 - array)
+        np.testing.assert_array_equal(_tf(augment.solarize, IMAGES[0], threshold, "pil"), want)
+        # The original: the threshold converted to uint8 (modulo 256).
+        want = np.where(array < threshold % 256, array, 255 - array)
         np.testing.assert_array_equal(_tf(augment.solarize, IMAGES[0], threshold), want)
         for addition in (-300, -1, 0, 200, 300):
             want = np.where(array < threshold, np.clip(array + addition, 0, 255), array)
             np.testing.assert_array_equal(_tf(augment.solarize_add, IMAGES[0], addition, threshold), want)
+
+
+# ---------------------------------------------------------------------------
+# original semantics (tensorflow/tpu models/official/efficientnet/autoaugment.py)
+#
+# The expected values below are the original's TensorFlow expressions, run with TensorFlow's
+# own conversion of Python int arguments to uint8 (which wraps modulo 256).
+
+
+def _original_blend(image1, image2, factor):
+    """The original's blend: float difference, truncating cast, clip only when extrapolating."""
+    if factor == 0.0:
+        return tf.convert_to_tensor(image1)
+    if factor == 1.0:
+        return tf.convert_to_tensor(image2)
+    image1, image2 = tf.cast(image1, tf.float32), tf.cast(image2, tf.float32)
+    temp = image1 + factor * (image2 - image1)
+    if 0.0 < factor < 1.0:
+        return tf.cast(temp, tf.uint8)
+    return tf.cast(tf.clip_by_value(temp, 0.0, 255.0), tf.uint8)
+
+
+def _original_autocontrast(array):
+    channels = []
+    for c in range(3):
+        channel = tf.constant(array[..., c])
+        lo = tf.cast(tf.reduce_min(channel), tf.float32)
+        hi = tf.cast(tf.reduce_max(channel), tf.float32)
+        if hi > lo:
+            scale = 255.0 / (hi - lo)
+            scaled = tf.cast(channel, tf.float32) * scale + (-lo * scale)
+            channel = tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
+        channels.append(channel)
+    return tf.stack(channels, 2).numpy()
+
+
+def _original_sharpness(array, factor):
+    image = tf.cast(tf.constant(array), tf.float32)[None]
+    kernel = tf.tile(tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32, shape=[3, 3, 1, 1]) / 13.0,
+                     [1, 1, 3, 1])
+    smooth = tf.nn.depthwise_conv2d(image, kernel, [1, 1, 1, 1], padding="VALID")
+    smooth = tf.cast(tf.clip_by_value(smooth, 0.0, 255.0), tf.uint8)[0]
+    inside = tf.pad(tf.ones_like(smooth), [[1, 1], [1, 1], [0, 0]])
+    degenerate = tf.where(tf.equal(inside, 1), tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), array)
+    return _original_blend(degenerate, array, factor).numpy()
+
+
+def _original_contrast(array, factor):
+    gray = tf.cast(tf.image.rgb_to_grayscale(tf.constant(array)), tf.int32)
+    hist = tf.histogram_fixed_width(gray, [0, 255], nbins=256)
+    mean = tf.reduce_sum(tf.cast(hist, tf.float32)) / 256.0
+    degenerate = tf.cast(tf.clip_by_value(tf.ones_like(gray, tf.float32) * mean, 0.0, 255.0), tf.uint8)
+    return _original_blend(tf.image.grayscale_to_rgb(degenerate), array, factor).numpy()
+
+
+def _original_color(array, factor):
+    degenerate = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(tf.constant(array)))
+    return _original_blend(degenerate, array, factor).numpy()
+
+
+def test_posterize_original():
+    """left_shift(right_shift(x, 8 - bits), 8 - bits) on uint8 with the Python int shift, for the
+    bits of every level the tables reach (RandAugment up to M = 30: 12 bits, shift -4)."""
+    array = IMAGES[0]
+    image = tf.constant(array)
+    for bits in range(13):
+        want = tf.bitwise.left_shift(tf.bitwise.right_shift(image, 8 - bits), 8 - bits).numpy()
+        np.testing.assert_array_equal(_tf(augment.posterize, array, bits), want, err_msg=str(bits))
+    # Facts: TensorFlow clamps a uint8 shift of 8 to 7, so 0 bits is x & 128, never black.
+    np.testing.assert_array_equal(_tf(augment.posterize, array, 0), array & 128)
+    np.testing.assert_array_equal(_tf(augment.posterize, array, 8), array)
+    np.testing.assert_array_equal(_tf(augment.posterize, array, 3), array & 0b11100000)
+
+
+def test_solarize_original():
+    """where(image < threshold, image, 255 - image) with the Python int threshold; TensorFlow
+    converts 256 to uint8 0, so level 10 (threshold 256) inverts every pixel."""
+    array = IMAGES[1]
+    image = tf.constant(array)
+    for threshold in (0, 26, 128, 255, 256, 300, 512, 716):
+        want = tf.where(image < threshold, image, 255 - image).numpy()
+        np.testing.assert_array_equal(_tf(augment.solarize, array, threshold), want, err_msg=str(threshold))
+    np.testing.assert_array_equal(_tf(augment.solarize, array, 256), 255 - array)
+    np.testing.assert_array_equal(_tf(augment.solarize, array, 716), np.where(array < 204, array, 255 - array))
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.1, 0.5, 1.0, 1.3, 1.9, 5.14])
+def test_enhance_ops_original(factor):
+    """Color, Contrast, Sharpness, Brightness as the original's expressions (exact)."""
+    sizes = [(24, 32), (17, 23), (20, 20), (240, 240), (300, 300)]  # contrast grey 3, 1, 1, 225, 255
+    rng = np.random.RandomState(5)
+    arrays = IMAGES + [(rng.rand(h, w, 3) * 255).astype(np.uint8) for h, w in sizes[3:]]
+    for array in arrays:
+        np.testing.assert_array_equal(_tf(augment.color, array, factor), _original_color(array, factor))
+        np.testing.assert_array_equal(_tf(augment.contrast, array, factor), _original_contrast(array, factor))
+        np.testing.assert_array_equal(_tf(augment.sharpness, array, factor), _original_sharpness(array, factor))
+        np.testing.assert_array_equal(_tf(augment.brightness, array, factor),
+                                      _original_blend(tf.zeros_like(array), array, factor).numpy())
+    # Fact: the contrast grey level is num_pixels / 256 truncated, 255 from 256 x 256 pixels on.
+    flat = np.full((300, 300, 3), 10, np.uint8)
+    np.testing.assert_array_equal(_tf(augment.contrast, flat, 0.0), np.full_like(flat, 255))
+    flat = np.full((224, 224, 3), 10, np.uint8)
+    np.testing.assert_array_equal(_tf(augment.contrast, flat, 0.0), np.full_like(flat, 196))
+
+
+@pytest.mark.parametrize("index", range(len(IMAGES)))
+def test_autocontrast_and_equalize_original(index):
+    array = IMAGES[index]
+    np.testing.assert_array_equal(_tf(augment.autocontrast, array), _original_autocontrast(array))
+    traced = tf.function(augment.autocontrast)
+    np.testing.assert_array_equal(traced(tf.constant(array)).numpy(), _original_autocontrast(array))
+    # Equalize: the original's histogram, step and lookup table.
+    channels = []
+    for c in range(3):
+        channel = tf.cast(tf.constant(array[..., c]), tf.int32)
+        hist = tf.histogram_fixed_width(channel, [0, 255], nbins=256)
+        nonzero = tf.reshape(tf.gather(hist, tf.where(tf.not_equal(hist, 0))), [-1])
+        step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
+        if step == 0:
+            channels.append(channel)
+            continue
+        lut = tf.clip_by_value(tf.concat([[0], ((tf.cumsum(hist) + step // 2) // step)[:-1]], 0), 0, 255)
+        channels.append(tf.gather(lut, channel))
+    want = tf.cast(tf.stack(channels, 2), tf.uint8).numpy()
+    np.testing.assert_array_equal(_tf(augment.equalize, array), want)
+
+
+def test_semantics_argument_is_checked():
+    image = tf.constant(IMAGES[0])
+    for call in (lambda: augment.posterize(image, 2, "PIL"),
+                 lambda: augment.autoaugment(image, "v0", semantics="tf1"),
+                 lambda: augment.randaugment(image, semantics="orig")):
+        with pytest.raises(ValueError, match="semantics must be one of original, pil"):
+            call()
+
+
+def test_uint8_conversion():
+    values = tf.constant([-3.0, 0.4, 0.6, 1.5, 254.7, 300.0])
+    np.testing.assert_array_equal(augment.to_uint8(values).numpy(), [0, 0, 0, 1, 254, 255])
+    np.testing.assert_array_equal(augment.to_uint8(values, "pil").numpy(), [0, 0, 1, 2, 255, 255])
+
+
+def test_mixup_per_example_keeps_the_larger_share():
+    """As tensorflow/tpu efficientnet/imagenet_input.py: one λ per example, λ >= 0.5."""
+    images = tf.random.stateless_uniform([64, 2, 2, 3], [1, 2], maxval=255.0)
+    labels = tf.one_hot(tf.range(64), 64)
+    mixed_images, mixed_labels = augment.mixup(images, labels, 0.2, seed=tf.constant([4, 4]))
+    own = np.diag(mixed_labels.numpy())
+    assert own.min() >= 0.5 and np.std(own) > 0.01  # per example, never less than half
+    lam = own[:, None, None, None]
+    want = lam * images.numpy() + (1 - lam) * images.numpy()[::-1]
+    np.testing.assert_allclose(mixed_images.numpy(), want, rtol=1e-5, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# policy tables, entry by entry
+
+
+# tensorflow/tpu models/official/efficientnet/autoaugment.py, policy_v0 and policy_vtest.
+PUBLISHED_V0 = [
+    [("Equalize", 0.8, 1), ("ShearY", 0.8, 4)], [("Color", 0.4, 9), ("Equalize", 0.6, 3)],
+    [("Color", 0.4, 1), ("Rotate", 0.6, 8)], [("Solarize", 0.8, 3), ("Equalize", 0.4, 7)],
+    [("Solarize", 0.4, 2), ("Solarize", 0.6, 2)], [("Color", 0.2, 0), ("Equalize", 0.8, 8)],
+    [("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)], [("ShearX", 0.2, 9), ("Rotate", 0.6, 8)],
+    [("Color", 0.6, 1), ("Equalize", 1.0, 2)], [("Invert", 0.4, 9), ("Rotate", 0.6, 0)],
+    [("Equalize", 1.0, 9), ("ShearY", 0.6, 3)], [("Color", 0.4, 7), ("Equalize", 0.6, 0)],
+    [("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)], [("Solarize", 0.6, 8), ("Color", 0.6, 9)],
+    [("Solarize", 0.2, 4), ("Rotate", 0.8, 9)], [("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)],
+    [("ShearX", 0.0, 0), ("Solarize", 0.8, 4)], [("ShearY", 0.8, 0), ("Color", 0.6, 4)],
+    [("Color", 1.0, 0), ("Rotate", 0.6, 2)], [("Equalize", 0.8, 4), ("Equalize", 0.0, 8)],
+    [("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)], [("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)],
+    [("Posterize", 0.8, 2), ("Solarize", 0.6, 10)], [("Solarize", 0.6, 8), ("Equalize", 0.6, 1)],
+    [("Color", 0.8, 6), ("Rotate", 0.4, 5)],
+]
+PUBLISHED_TEST = [[("TranslateX", 1.0, 4), ("Equalize", 1.0, 10)]]
+# The AutoAugment paper's ImageNet policy (arXiv:1805.09501, appendix); posterize on 4..8 bits.
+PAPER_IMAGENET = [
+    [("PosterizeOriginal", 0.4, 8), ("Rotate", 0.6, 9)], [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+    [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)],
+    [("PosterizeOriginal", 0.6, 7), ("PosterizeOriginal", 0.6, 6)],
+    [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)], [("Equalize", 0.4, 4), ("Rotate", 0.8, 8)],
+    [("Solarize", 0.6, 3), ("Equalize", 0.6, 7)], [("PosterizeOriginal", 0.8, 5), ("Equalize", 1.0, 2)],
+    [("Rotate", 0.2, 3), ("Solarize", 0.6, 8)], [("Equalize", 0.6, 8), ("PosterizeOriginal", 0.4, 6)],
+    [("Rotate", 0.8, 8), ("Color", 0.4, 0)], [("Rotate", 0.4, 9), ("Equalize", 0.6, 2)],
+    [("Equalize", 0.0, 7), ("Equalize", 0.8, 8)], [("Invert", 0.6, 4), ("Equalize", 1.0, 8)],
+    [("Color", 0.6, 4), ("Contrast", 1.0, 8)], [("Rotate", 0.8, 8), ("Color", 1.0, 2)],
+    [("Color", 0.8, 8), ("Solarize", 0.8, 7)], [("Sharpness", 0.4, 7), ("Invert", 0.6, 8)],
+    [("ShearX", 0.6, 5), ("Equalize", 1.0, 9)], [("Color", 0.4, 0), ("Equalize", 0.6, 3)],
+    [("Equalize", 0.4, 7), ("Solarize", 0.2, 4)], [("Solarize", 0.6, 5), ("AutoContrast", 0.6, 5)],
+    [("Invert", 0.6, 4), ("Equalize", 1.0, 8)], [("Color", 0.6, 4), ("Contrast", 1.0, 8)],
+    [("Equalize", 0.8, 8), ("Equalize", 0.6, 3)],
+]
+# distort_image_with_randaugment's available_ops, in its order.
+PUBLISHED_RANDAUGMENT_OPS = [
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
+    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd"]
+
+
+def test_policy_tables_match_the_published_ones():
+    for name, published in (("v0", PUBLISHED_V0), ("test", PUBLISHED_TEST), ("original", PAPER_IMAGENET)):
+        ours = augment.POLICIES[name]
+        assert len(ours) == len(published), name
+        for index, (mine, theirs) in enumerate(zip(ours, published)):
+            assert [tuple(step) for step in mine] == theirs, (name, index)
+    assert list(augment.RANDAUGMENT_OPS) == PUBLISHED_RANDAUGMENT_OPS
+    assert (augment.AUTOAUGMENT_HPARAMS["cutout_const"], augment.AUTOAUGMENT_HPARAMS["translate_const"]) == (100, 250)
+    assert (augment.RANDAUGMENT_HPARAMS["cutout_const"], augment.RANDAUGMENT_HPARAMS["translate_const"]) == (40, 100)
+    assert augment.AUTOAUGMENT_HPARAMS["replace"] == augment.RANDAUGMENT_HPARAMS["replace"] == 128
+
+
+def _published_arg(name, level, hp):
+    """The original's level_to_arg (magnitudes before the random sign)."""
+    enhance = (level / 10.0) * 1.8 + 0.1
+    return {
+        "Posterize": int((level / 10.0) * 4), "PosterizeOriginal": 4 + int((level / 10.0) * 4),
+        "Solarize": int((level / 10.0) * 256), "SolarizeAdd": int((level / 10.0) * 110),
+        "Color": enhance, "Contrast": enhance, "Brightness": enhance, "Sharpness": enhance,
+        "Rotate": (level / 10.0) * 30.0, "ShearX": (level / 10.0) * 0.3, "ShearY": (level / 10.0) * 0.3,
+        "TranslateX": (level / 10.0) * float(hp["translate_const"]),
+        "TranslateY": (level / 10.0) * float(hp["translate_const"]),
+        "Cutout": int((level / 10.0) * hp["cutout_const"]),
+    }.get(name)
+
+
+@pytest.mark.parametrize("semantics", augment.SEMANTICS)
+def test_level_to_argument_mapping(semantics):
+    """Every op of the tables at levels 0..28 equals the op called with the published argument."""
+    array = IMAGES[0]
+    image = tf.constant(array)
+    hp = {**augment.RANDAUGMENT_HPARAMS, "semantics": semantics}
+    direct = {
+        "AutoContrast": lambda arg: augment.autocontrast(image, semantics),
+        "Equalize": lambda arg: augment.equalize(image), "Invert": lambda arg: augment.invert(image),
+        "Posterize": lambda arg: augment.posterize(image, arg, semantics),
+        "PosterizeOriginal": lambda arg: augment.posterize(image, arg, semantics),
+        "Solarize": lambda arg: augment.solarize(image, arg, semantics),
+        "SolarizeAdd": lambda arg: augment.solarize_add(image, arg),
+        "Color": lambda arg: augment.color(image, arg, semantics),
+        "Contrast": lambda arg: augment.contrast(image, arg, semantics),
+        "Brightness": lambda arg: augment.brightness(image, arg),
+        "Sharpness": lambda arg: augment.sharpness(image, arg, semantics),
+        "Rotate": lambda arg: augment.rotate(image, arg), "ShearX": lambda arg: augment.shear_x(image, arg),
+        "ShearY": lambda arg: augment.shear_y(image, arg),
+        "TranslateX": lambda arg: augment.translate_x(image, arg),
+        "TranslateY": lambda arg: augment.translate_y(image, arg),
+        "Cutout": lambda arg: augment.cutout_at(image, int(0.25 * 24), int(0.75 * 32), arg),
+    }
+    assert set(direct) | {"Identity"} == set(augment.OPS)
+    for name, call in direct.items():
+        for level in (0, 1, 3, 6, 10, 15, 28):
+            arg = _published_arg(name, level, hp)
+            for sign, first in ((1, 0.9), (-1, 0.1)):  # rand[0] < 0.5 negates signed magnitudes
+                rand = [tf.constant(first), tf.constant(0.25), tf.constant(0.75)]
+                got = augment.OPS[name](image, float(level), rand, hp).numpy()
+                signed = name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+                want = call(sign * arg if signed else arg).numpy()
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} level {level}")

@@ -102,7 +102,7 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_machine_description_and_peak_rss():
     info = benchmark.machine_description(threads=2)
     assert info["threads"] == "2" and int(info["cores"]) >= 1
-    assert benchmark._peak_rss_mib() >= benchmark._rss_mib() * 0.5 > 0
+    assert benchmark.peak_rss_mib() >= benchmark.rss_mib() * 0.5 > 0
 
 
 def test_missing_exporter_or_peer_is_reported_not_raised(monkeypatch):
@@ -110,7 +110,7 @@ def test_missing_exporter_or_peer_is_reported_not_raised(monkeypatch):
         raise benchmark.EngineUnavailable("no exporter")
 
     unavailable_engines = {}
-    steps = benchmark._steps(unavailable, ["effnet-tflite"], unavailable_engines)
+    steps = benchmark.collect_steps(unavailable, ["effnet-tflite"], unavailable_engines)
     assert steps == {} and unavailable_engines == {"effnet-tflite": "no exporter"}
     with pytest.raises(benchmark.EngineUnavailable, match="no efficientnet-lite0"):
         benchmark.build_keras("applications", "lite0", 64)
@@ -129,3 +129,24 @@ def test_small_end_to_end_run():
                      ("applications", "training")}
     assert all(row.images_per_second > 0 and row.rounds == 2 for row in rows)
     assert all(row.ratio_median > 0 for row in rows if row.engine != "applications")
+
+
+@pytest.mark.parametrize("name, own_flags", [
+    ("benchmark", {"model", "engines", "rounds", "min_round_seconds", "memory"}),
+    ("bench_input", {"augments", "randaugment_layers", "per_core"}),
+    ("model_table", {"models", "phi", "custom", "count"}),
+    ("report_int8", {"model", "weights", "calibration"}),
+])
+def test_command_lines_define_their_flags_in_run_and_list_them_in_help(name, own_flags):
+    """Flags appear only when the main defines them, as key flags of the running program."""
+    import importlib
+    import sys
+
+    from helpers import restored_flags
+
+    module = importlib.import_module(f"keras_effnet.cli.{name}")
+    with restored_flags() as values:
+        module.define_flags()
+        module.define_flags()  # a second main in the same process redefines, never fails
+        listed = {flag.name for flag in values.get_key_flags_for_module(sys.argv[0])}
+    assert own_flags <= listed

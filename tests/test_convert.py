@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from keras_effnet import convert
-from keras_effnet.convert import ConversionError
-from keras_effnet.model import build_model
-from helpers import layer_weights
+from keras_effnet import build_model, weights
+from keras_effnet.weights import ConversionError
+from helpers import (layer_weights, lukemelas_state_dict, randomized_batch_norm,
+                     write_tpu_checkpoint)
 
 B0 = "efficientnet-b0"
 
@@ -29,23 +29,10 @@ def _assert_same_weights(expected, actual, skip=("normalization",)):
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def _randomise_batch_norm(model, seed=0):
-    """Fresh models have BN statistics 0/1; give every tensor distinct values."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if layer.name == "normalization":
-            continue
-        for variable in layer.weights:
-            if "moving_variance" in variable.name:
-                variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype("float32"))
-            elif variable.name in ("gamma", "beta", "moving_mean", "bias"):
-                variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
-
-
 @pytest.fixture(scope="module")
 def b0():
     model = build_model(B0, classifier_activation=None)
-    _randomise_batch_norm(model)
+    model.set_weights(randomized_batch_norm(model))
     return model
 
 
@@ -53,7 +40,7 @@ def b0():
 def checkpoint(b0, tmp_path_factory):
     """An original-format B0 checkpoint with EMA copies, raw copies and training state."""
     directory = tmp_path_factory.mktemp("ckpt") / "efficientnet-b0"
-    raw_names = convert.tpu_checkpoint_names(B0, ema=False)
+    raw_names = weights.tpu_checkpoint_names(B0, ema=False)
     extra = {
         # raw (non-EMA) copies must be ignored in favour of the EMA ones
         raw_names["stem_conv/kernel"]: np.full((3, 3, 3, 32), 7.0, np.float32),
@@ -61,7 +48,7 @@ def checkpoint(b0, tmp_path_factory):
         f"{raw_names['stem_conv/kernel']}/RMSProp": np.zeros((3, 3, 3, 32), np.float32),
         "global_step": np.array(218750, np.int64),
     }
-    return convert.write_tpu_checkpoint(b0, B0, directory / "model.ckpt", extra=extra)
+    return write_tpu_checkpoint(b0, B0, directory / "model.ckpt", extra=extra)
 
 
 def _tar(directory, archive):
@@ -71,7 +58,7 @@ def _tar(directory, archive):
 
 
 def test_tpu_checkpoint_names_follow_the_original_scheme():
-    names = convert.tpu_checkpoint_names(B0)
+    names = weights.tpu_checkpoint_names(B0)
     assert names["block1a_dwconv/kernel"] == \
         "efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel/ExponentialMovingAverage"
     # no expansion in stage 1: conv2d is the projection, BN _1 the projection's
@@ -87,7 +74,7 @@ def test_tpu_checkpoint_names_follow_the_original_scheme():
     assert names["predictions/kernel"] == \
         "efficientnet-b0/head/dense/kernel/ExponentialMovingAverage"
     # B7's stage 1 has 4 blocks, all without expansion
-    b7 = convert.tpu_checkpoint_names("efficientnet-b7", ema=False)
+    b7 = weights.tpu_checkpoint_names("efficientnet-b7", ema=False)
     assert b7["block1d_project_conv/kernel"] == "efficientnet-b7/blocks_3/conv2d/kernel"
     assert b7["block2a_expand_conv/kernel"] == "efficientnet-b7/blocks_4/conv2d/kernel"
 
@@ -95,7 +82,7 @@ def test_tpu_checkpoint_names_follow_the_original_scheme():
 def test_tpu_checkpoint_tar_gz_converts_with_ema_copies(b0, checkpoint, tmp_path):
     archive = _tar(checkpoint.parent, tmp_path / "efficientnet-b0.tar.gz")
     output = tmp_path / "b0.weights.h5"
-    report = convert.convert("tpu-checkpoint", B0, archive, output)
+    report = weights.convert("tpu-checkpoint", B0, archive, output)
     assert report.tensors == len(layer_weights(b0)) - 3  # everything but mean/variance/count
     loaded = build_model(B0, weights=str(output), classifier_activation=None)
     _assert_same_weights(b0, loaded)  # EMA values, not the raw 7.0 copies
@@ -103,7 +90,7 @@ def test_tpu_checkpoint_tar_gz_converts_with_ema_copies(b0, checkpoint, tmp_path
 
 def test_tpu_checkpoint_directory_without_top(b0, checkpoint, tmp_path):
     output = tmp_path / "notop.weights.h5"
-    convert.convert_tpu_checkpoint(B0, checkpoint.parent, output, include_top=False)
+    weights.convert_tpu_checkpoint(B0, checkpoint.parent, output, include_top=False)
     loaded = build_model(B0, include_top=False, weights=str(output))
     _assert_same_weights(b0, loaded, skip=("normalization", "predictions"))
 
@@ -111,16 +98,16 @@ def test_tpu_checkpoint_directory_without_top(b0, checkpoint, tmp_path):
 def test_tpu_checkpoint_of_another_variant_is_refused(checkpoint, tmp_path):
     with pytest.raises(ConversionError, match=r"holds the weights of 'efficientnet-b0'.*"
                                               r"not 'efficientnet-b1'"):
-        convert.convert_tpu_checkpoint("efficientnet-b1", checkpoint, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint("efficientnet-b1", checkpoint, tmp_path / "x.weights.h5")
 
 
 def test_tpu_checkpoint_shape_mismatch_names_both_sides(b0, tmp_path):
-    names = convert.tpu_checkpoint_names(B0)
+    names = weights.tpu_checkpoint_names(B0)
     prefix = tmp_path / "bad" / "model.ckpt"
-    convert.write_tpu_checkpoint(b0, B0, prefix, extra={
+    write_tpu_checkpoint(b0, B0, prefix, extra={
         names["block2a_expand_conv/kernel"]: np.zeros((1, 1, 16, 99), np.float32)})
     with pytest.raises(ConversionError) as error:
-        convert.convert_tpu_checkpoint(B0, prefix, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, prefix, tmp_path / "x.weights.h5")
     message = str(error.value)
     assert "efficientnet-b0/blocks_1/conv2d/kernel/ExponentialMovingAverage" in message
     assert "block2a_expand_conv" in message
@@ -130,15 +117,15 @@ def test_tpu_checkpoint_shape_mismatch_names_both_sides(b0, tmp_path):
 def test_tpu_checkpoint_unused_tensor_is_refused(b0, tmp_path):
     prefix = tmp_path / "extra" / "model.ckpt"
     stray = "efficientnet-b0/blocks_16/conv2d/kernel/ExponentialMovingAverage"
-    convert.write_tpu_checkpoint(b0, B0, prefix, extra={stray: np.zeros((1, 1, 2, 2), np.float32)})
+    write_tpu_checkpoint(b0, B0, prefix, extra={stray: np.zeros((1, 1, 2, 2), np.float32)})
     with pytest.raises(ConversionError, match="blocks_16/conv2d/kernel.*was not used"):
-        convert.convert_tpu_checkpoint(B0, prefix, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, prefix, tmp_path / "x.weights.h5")
 
 
 def test_tpu_checkpoint_missing_tensor_is_refused(b0, tmp_path):
-    names = convert.tpu_checkpoint_names(B0)
+    names = weights.tpu_checkpoint_names(B0)
     prefix = tmp_path / "partial" / "model.ckpt"
-    convert.write_tpu_checkpoint(b0, B0, prefix)
+    write_tpu_checkpoint(b0, B0, prefix)
     # rewrite without the last block's projection BN beta
     import tensorflow as tf
     reader = tf.train.load_checkpoint(str(prefix))
@@ -151,7 +138,7 @@ def test_tpu_checkpoint_missing_tensor_is_refused(b0, tmp_path):
                       tensors=[tf.constant(keep[n]) for n in sorted(keep)])
     with pytest.raises(ConversionError, match="no tensor for layer 'block7a_project_bn' "
                                               "variable 'beta'"):
-        convert.convert_tpu_checkpoint(B0, prefix2, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, prefix2, tmp_path / "x.weights.h5")
 
 
 def test_truncated_archive_and_non_checkpoints_are_refused(checkpoint, tmp_path):
@@ -160,18 +147,18 @@ def test_truncated_archive_and_non_checkpoints_are_refused(checkpoint, tmp_path)
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ConversionError, match="not a readable .tar.gz"):
-        convert.convert_tpu_checkpoint(B0, truncated, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, truncated, tmp_path / "x.weights.h5")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConversionError, match=r"no TensorFlow checkpoint \(\*.index file\)"):
-        convert.convert_tpu_checkpoint(B0, empty, tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, empty, tmp_path / "x.weights.h5")
     with pytest.raises(FileNotFoundError):
-        convert.convert_tpu_checkpoint(B0, tmp_path / "nope", tmp_path / "x.weights.h5")
+        weights.convert_tpu_checkpoint(B0, tmp_path / "nope", tmp_path / "x.weights.h5")
 
 
 def test_output_must_be_a_keras_weights_file(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.weights\.h5"):
-        convert.convert_tpu_checkpoint(B0, checkpoint, tmp_path / "x.h5")
+        weights.convert_tpu_checkpoint(B0, checkpoint, tmp_path / "x.h5")
 
 
 # ---------------------------------------------------------------- lukemelas (PyTorch) state_dicts
@@ -183,27 +170,27 @@ def _save_state_dict(state, path):
 
 
 def test_lukemelas_state_dict_round_trip(b0, tmp_path):
-    state = convert.lukemelas_state_dict(b0, B0)
+    state = lukemelas_state_dict(b0, B0)
     assert state["_blocks.1._depthwise_conv.weight"].shape == (96, 1, 3, 3)
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_fc.weight"].shape == (1000, 1280)
     pth = _save_state_dict(state, tmp_path / "b0.pth")
     output = tmp_path / "b0.weights.h5"
-    convert.convert_lukemelas(B0, pth, output)
+    weights.convert_lukemelas(B0, pth, output)
     _assert_same_weights(b0, build_model(B0, weights=str(output), classifier_activation=None))
 
 
 def test_lukemelas_wrong_variant_and_bad_tensors_are_refused(b0, tmp_path):
-    state = convert.lukemelas_state_dict(b0, B0)
+    state = lukemelas_state_dict(b0, B0)
     pth = _save_state_dict(state, tmp_path / "b0.pth")
     with pytest.raises(ConversionError, match=r"source has 16 blocks, efficientnet-b1 has 23"):
-        convert.convert_lukemelas("efficientnet-b1", pth, tmp_path / "x.weights.h5")
+        weights.convert_lukemelas("efficientnet-b1", pth, tmp_path / "x.weights.h5")
 
     bad = dict(state)
     bad["_blocks.3._se_reduce.weight"] = np.zeros((6, 144, 3, 3), np.float32)
     pth = _save_state_dict(bad, tmp_path / "bad.pth")
     with pytest.raises(ConversionError) as error:
-        convert.convert_lukemelas(B0, pth, tmp_path / "x.weights.h5")
+        weights.convert_lukemelas(B0, pth, tmp_path / "x.weights.h5")
     assert "'_blocks.3._se_reduce.weight'" in str(error.value)
     assert "block3a_se_reduce" in str(error.value)
     assert "(3, 3, 144, 6)" in str(error.value) and "(1, 1, 144, 6)" in str(error.value)
@@ -211,7 +198,7 @@ def test_lukemelas_wrong_variant_and_bad_tensors_are_refused(b0, tmp_path):
     extra = dict(state, **{"_blocks.0._extra.weight": np.zeros((2,), np.float32)})
     pth = _save_state_dict(extra, tmp_path / "extra.pth")
     with pytest.raises(ConversionError, match=r"'_blocks.0._extra.weight'.*was not used"):
-        convert.convert_lukemelas(B0, pth, tmp_path / "x.weights.h5")
+        weights.convert_lukemelas(B0, pth, tmp_path / "x.weights.h5")
 
 
 class NotAStateDict:
@@ -225,10 +212,10 @@ def test_lukemelas_refuses_pickled_code_and_other_files(tmp_path):
     pickled = tmp_path / "object.pth"
     torch.save(NotAStateDict(), pickled)
     with pytest.raises(ConversionError, match="weights_only=True"):
-        convert.convert_lukemelas(B0, pickled, tmp_path / "x.weights.h5")
+        weights.convert_lukemelas(B0, pickled, tmp_path / "x.weights.h5")
     other = _save_state_dict({"conv1.weight": np.zeros((2, 2), np.float32)}, tmp_path / "r.pth")
     with pytest.raises(ConversionError, match="not a lukemelas"):
-        convert.convert_lukemelas(B0, other, tmp_path / "x.weights.h5")
+        weights.convert_lukemelas(B0, other, tmp_path / "x.weights.h5")
 
 
 # ---------------------------------------------------------------- keras.applications legacy .h5
@@ -254,10 +241,11 @@ def legacy_h5(tmp_path_factory):
 def test_keras_h5_converts_by_name(legacy_h5, tmp_path):
     path, source = legacy_h5
     with h5py.File(path) as f:
-        assert "block1a_dwconv/depthwise_kernel:0" in convert._strings(
-            f["block1a_dwconv"].attrs["weight_names"])
+        assert "block1a_dwconv/depthwise_kernel:0" in [
+            name.decode() if isinstance(name, bytes) else name
+            for name in f["block1a_dwconv"].attrs["weight_names"]]
     output = tmp_path / "b0.weights.h5"
-    convert.convert_keras_h5(B0, path, output)
+    weights.convert_keras_h5(B0, path, output)
     model = build_model(B0, weights=str(output), classifier_activation=None)
     got = layer_weights(model)
     np.testing.assert_array_equal(got["block1a_dwconv/kernel"],
@@ -279,16 +267,16 @@ def test_keras_h5_loads_directly_as_a_path_without_top(legacy_h5):
 def test_keras_h5_of_another_variant_is_refused(legacy_h5, tmp_path):
     path, _ = legacy_h5
     with pytest.raises(ConversionError, match="block1b|shape mismatch"):
-        convert.convert_keras_h5("efficientnet-b1", path, tmp_path / "x.weights.h5")
+        weights.convert_keras_h5("efficientnet-b1", path, tmp_path / "x.weights.h5")
     not_h5 = tmp_path / "not.h5"
     not_h5.write_bytes(b"\x00" * 64)
     with pytest.raises(ConversionError, match="not a readable HDF5 file"):
-        convert.convert_keras_h5(B0, not_h5, tmp_path / "x.weights.h5")
+        weights.convert_keras_h5(B0, not_h5, tmp_path / "x.weights.h5")
 
 
 def test_unknown_source_format():
     with pytest.raises(ValueError, match="unknown source format 'onnx'"):
-        convert.read_source("onnx", "x", B0)
+        weights.read_source("onnx", "x", B0)
 
 
 def test_command_line_refuses_a_wrong_file(checkpoint, tmp_path):
@@ -307,3 +295,22 @@ def test_command_line_refuses_a_wrong_file(checkpoint, tmp_path):
     assert result.returncode == 1
     assert "error:" in result.stderr and "holds the weights of 'efficientnet-b0'" in result.stderr
     assert not output.exists()
+
+
+def test_command_line_help_lists_its_flags():
+    """--help of the tools/ shim and of ``python -m keras_effnet.cli.convert_weights`` lists the
+    job's own flags (defined in ``run()``, not at import)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for command in ([os.path.join(root, "tools", "convert_weights.py")],
+                    ["-m", "keras_effnet.cli.convert_weights"]):
+        result = subprocess.run([sys.executable, *command, "--help"], capture_output=True,
+                                text=True, timeout=300, env=env, cwd=root)
+        # (absl's --help exits with status 1)
+        for flag in ("--source", "--model", "--input", "--output", "--[no]include_top",
+                     "--normalization"):
+            assert flag in result.stdout, (command, result.stdout, result.stderr[-2000:])

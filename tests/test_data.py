@@ -166,10 +166,10 @@ def test_digits_dataset(digits_dir):
     images, labels = np.concatenate(images), np.concatenate(labels)
     assert images.shape == (360, 32, 32, 3) and np.bincount(labels, minlength=10).min() >= 20
     # crop_fraction 1.0 at the stored size reproduces the stored images (real digits, not noise).
-    from keras_effnet import digits_dataset
+    from keras_effnet.data import digits
 
-    stored, stored_labels = digits_dataset.digit_images()
-    validation_indices = digits_dataset.split_indices()["validation"]
+    stored, stored_labels = digits.digit_images()
+    validation_indices = digits.split_indices()["validation"]
     for image, label in zip(images[:5], labels[:5]):  # TFDS shuffles the order within a split
         match = [i for i in validation_indices if np.abs(stored[i] - image).max() < 1e-3]
         assert match and stored_labels[match[0]] == label
@@ -233,3 +233,30 @@ def test_pipeline_under_mirrored_strategy_two_cpus(digits_dir):
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_eval_preprocessing_for_and_the_crop_arguments(digits_dir):
+    """The digits keep the whole image at evaluation; every other source the original crop rule."""
+    digits_settings = data.eval_preprocessing_for("digits", 32)
+    assert digits_settings.crop_fraction == 1.0 and digits_settings.resolution == 32
+    assert data.eval_preprocessing_for("folder:/x", 224, "lite").crop_fraction is None
+    assert data.eval_preprocessing_for("folder:/x", 224, "lite").normalization == "lite"
+    assert data.train_defaults_for("digits") == {"area_range": (0.5, 1.0), "flip": False}
+    assert data.train_defaults_for("tfds:cifar10") == {"area_range": (0.08, 1.0), "flip": True}
+    assert [data.is_source(v) for v in ("digits", "folder:/x", "tfds:", "/some/dir", "ftp:x")] == [
+        True, True, False, False, False]
+    explicit = data.make_dataset("digits", "validation", image_size=32, batch_size=360, training=False,
+                                 data_dir=digits_dir, eval_preprocessing=digits_settings)
+    by_crop_args = data.make_dataset("digits", "validation", image_size=32, batch_size=360, training=False,
+                                     data_dir=digits_dir, crop_fraction=1.0, deterministic=True)
+    default = data.make_dataset("digits", "validation", image_size=32, batch_size=360, training=False,
+                                data_dir=digits_dir, deterministic=True)
+    first = lambda ds: next(iter(ds))[0].numpy()  # noqa: E731
+    np.testing.assert_array_equal(first(by_crop_args), first(default))
+    assert first(explicit).shape == (360, 32, 32, 3)
+    with pytest.raises(ValueError, match="not both"):
+        data.make_dataset("digits", "validation", image_size=32, batch_size=2, training=False,
+                          data_dir=digits_dir, eval_preprocessing=digits_settings, crop_fraction=0.5)
+    with pytest.raises(ValueError, match="resolution=32 differs"):
+        data.make_dataset("digits", "validation", image_size=24, batch_size=2, training=False,
+                          data_dir=digits_dir, eval_preprocessing=digits_settings)

@@ -6,21 +6,12 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import randomized_batch_norm
+from keras_effnet.applications import build_model, feature_extractor
 from keras_effnet.deploy import deploy, fold_batch_norm
 from keras_effnet.layers import ImageNormalization, StochasticDepth
-from keras_effnet.model import build_model
 
 SIZE = 64
-
-
-def _randomise_batch_norm(model, seed=0):
-    """Fresh models have BN statistics 0/1 and gamma/beta 1/0; make every one non-trivial."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0.0, 0.2, channels),
-                               rng.normal(0.0, 0.5, channels), rng.uniform(0.2, 3.0, channels)])
 
 
 def _images(batch=2, size=SIZE, seed=1):
@@ -30,7 +21,7 @@ def _images(batch=2, size=SIZE, seed=1):
 @pytest.fixture(scope="module", params=["efficientnet-b0", "efficientnet-lite0"])
 def models(request):
     model = build_model(request.param, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
-    _randomise_batch_norm(model)
+    model.set_weights(randomized_batch_norm(model))
     return model, deploy(model)
 
 
@@ -75,10 +66,8 @@ def test_saves_and_loads_with_safe_mode(models, tmp_path):
 
 
 def test_feature_extractor_dict_outputs():
-    from keras_effnet.model import feature_extractor
-
     model = feature_extractor("efficientnet-b0", input_shape=(SIZE, SIZE, 3))
-    _randomise_batch_norm(model)
+    model.set_weights(randomized_batch_norm(model))
     deployed = deploy(model)
     images = _images(batch=1)
     expected, got = model(images, training=False), deployed(images)

@@ -5,16 +5,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
+from test_resume import make_folder_dataset, train_command  # tests/ is on sys.path under pytest
 
 from keras_effnet.distribute import task_info, worker_count_from_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from test_resume import make_folder_dataset, train_command  # noqa: E402
 
 
 def free_ports(count):

@@ -14,9 +14,11 @@ import pytest
 import tensorflow as tf
 
 import keras
+from helpers import real_photos
 from keras_effnet import export as ex
 from keras_effnet import preprocessing
-from keras_effnet.model import build_model
+from keras_effnet.applications import build_model
+from keras_effnet.preprocessing import EvalPreprocessing
 from keras_effnet.scaling import compound_spec
 
 SIZE = 64
@@ -32,22 +34,6 @@ def calibrate_batch_norm(model, images):
     model(images, training=True)
     for layer in layers:
         layer.momentum = 0.99
-
-
-def photos(count=8):
-    """Real photographs from scikit-image, uint8 [H, W, 3] of their own sizes."""
-    from skimage import data  # noqa: PLC0415
-    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry",
-             "motorcycle_left", "retina"]
-    images = []
-    for name in names[:count]:
-        try:
-            image = getattr(data, name)()
-        except Exception:  # noqa: BLE001 (some need optional downloads)
-            continue
-        if image.ndim == 3 and image.shape[-1] == 3:
-            images.append(image)
-    return images
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +196,7 @@ def test_tflite_float(model, images, reference, tmp_path, quantization, toleranc
 
 @pytest.mark.slow
 def test_tflite_dynamic_and_int8_on_real_photos(model, tmp_path):
-    real = photos()
+    real = real_photos()
     batch = np.stack([preprocessing.preprocess_for_eval(p, SIZE).numpy() for p in real])
     reference = model.predict(batch, verbose=0)
     dynamic = ex.tflite_predict(ex.export_tflite(model, tmp_path / "d.tflite", quantization="dynamic"), batch)
@@ -246,7 +232,7 @@ def test_bad_arguments_give_clear_errors(model, tmp_path):
         ex.export_tflite(model, tmp_path / "m.tflite", quantization="int4")
     with pytest.raises(ValueError, match="representative_images"):
         ex.export_tflite(model, tmp_path / "m.tflite", quantization="int8")
-    with pytest.raises(FileNotFoundError, match="config.yaml"):
+    with pytest.raises(FileNotFoundError, match="run.json"):  # run.json marks a training run
         ex.load_source(model_dir=str(tmp_path))
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="overwrite"):
@@ -258,35 +244,123 @@ def test_bad_arguments_give_clear_errors(model, tmp_path):
 
 def test_atomic_overwrite_replaces_and_failure_keeps_the_old(tmp_path):
     target = tmp_path / "out"
-    with ex._atomic_path(str(target), overwrite=False) as staging:
-        os.makedirs(staging)
+    with ex.staged_directory(str(target), overwrite=False) as staging:
+        assert os.path.dirname(staging) == str(tmp_path)  # beside the output, not nested
         open(os.path.join(staging, "a"), "w").close()
     with pytest.raises(RuntimeError):
-        with ex._atomic_path(str(target), overwrite=True) as staging:
-            os.makedirs(staging)
+        with ex.staged_directory(str(target), overwrite=True) as staging:
             raise RuntimeError("converter crashed")
     assert os.listdir(target) == ["a"]
-    with ex._atomic_path(str(target), overwrite=True) as staging:
-        os.makedirs(staging)
+    with ex.staged_directory(str(target), overwrite=True) as staging:
         open(os.path.join(staging, "b"), "w").close()
     assert os.listdir(target) == ["b"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+DIGIT_NAMES = tuple(f"digit-{name}" for name in ("zero", "one", "two", "three", "four", "five",
+                                                   "six", "seven", "eight", "nine"))
+
+
+def _write_run(run, *, final_model: bool):
+    """A training run directory as ``keras_effnet.training`` writes it: config.yaml, run.json,
+    labels.txt, then ``export/model.keras`` (logits head) or only a checkpoint with its EMA."""
+    from keras_effnet import config as config_lib, data  # noqa: PLC0415
+    from keras_effnet.run_dir import RunDirectory, RunMetadata  # noqa: PLC0415
+    from keras_effnet.training import run_files, task  # noqa: PLC0415
+
+    config = config_lib.load_config(overrides=[f"runtime.model_dir={run}", "model.phi=-8",
+                                               "data.image_size=32"],
+                                    base=config_lib.demo_config())
+    spec = config_lib.resolve_spec(config.model)
+    directory = RunDirectory(run)
+    metadata = RunMetadata(spec=spec, class_names=DIGIT_NAMES,
+                           eval_preprocessing=data.eval_preprocessing_for("digits", 32,
+                                                                          spec.normalization),
+                           weight_source={"kind": "none"}, dataset={"source": "digits"}, ema=True)
+    run_files.write_run_start(directory, config, metadata)
+    keras.utils.set_random_seed(0)
+    net = task.build_network(config.model, spec, len(DIGIT_NAMES), 32, spec.normalization,
+                             for_training=not final_model)
+    if final_model:
+        run_files.write_final_model(directory, net)
+    else:
+        ema = task.make_ema(net, config)
+        step = tf.Variable(7, dtype=tf.int64, trainable=False, name="global_step")
+        tf.train.Checkpoint(model=net, step=step, ema=ema).save(str(run / "ckpt"))
+    return net
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """A training model_dir as ``keras_effnet.training`` lays it out (config.yaml, export/)."""
-    from keras_effnet import checkpoints, config as config_lib, training  # noqa: PLC0415
-
     run = tmp_path_factory.mktemp("runs") / "demo"
-    config = config_lib.load_config(overrides=[f"runtime.model_dir={run}",
-                                                "model.phi=-8", "data.image_size=32"],
-                                    base=config_lib.demo_config())
-    os.makedirs(run)
-    (run / "config.yaml").write_text(config.to_yaml())
-    net = training.build_network(config, 10, 32, classifier_activation="softmax")
-    checkpoints.save_keras_atomic(net, str(run / "export" / "model.keras"))
-    return run, net
+    return run, _write_run(run, final_model=True)
+
+
+def test_run_directory_source_reads_only_the_run(demo_run):
+    run, net = demo_run
+    source = ex.load_source(model_dir=str(run))
+    assert list(source.labels) == list(DIGIT_NAMES)  # labels.txt, not the data, not "0", "1" ...
+    assert source.eval_preprocessing.crop_fraction == 1.0 and source.weight_source["ema"]
+    assert source.model.get_layer("predictions").get_config()["activation"] == "linear"
+    x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(source.model.predict(x, verbose=0), net.predict(x, verbose=0),
+                               atol=1e-5)
+
+
+def test_a_run_with_only_a_checkpoint_exports(tmp_path):
+    run = tmp_path / "ckpt_only"
+    _write_run(run, final_model=False)
+    assert not (run / "export").exists()
+    out = ex.export(None, "saved_model", tmp_path / "serving", model_dir=str(run))
+    metadata = ex.read_metadata(out)
+    assert metadata["labels"] == list(DIGIT_NAMES) and metadata["weight_source"]["ema"]
+    loaded = tf.saved_model.load(out)
+    got = loaded.signatures["uint8_images"](images=tf.zeros([1, 40, 40, 3], tf.uint8))
+    assert got["top_k_labels"][0, 0].numpy().decode() in DIGIT_NAMES
+
+
+def test_int8_calibration_from_a_run_without_data_names_the_fix(tmp_path):
+    run = tmp_path / "moved"
+    _write_run(run, final_model=True)
+    source = ex.load_source(model_dir=str(run))
+    (run / "config.yaml").unlink()  # the run no longer says where its data was
+    with pytest.raises(FileNotFoundError, match="--representative_data"):
+        ex.export(source, "tflite", tmp_path / "int8", quantization="int8")
+
+
+def test_a_softmax_head_is_exported_as_logits_and_other_heads_are_refused(model, images,
+                                                                           reference, tmp_path):
+    keras.utils.set_random_seed(0)
+    softmax = build_model(compound_spec(-8), input_shape=(SIZE, SIZE, 3), classes=CLASSES)
+    softmax.set_weights(model.get_weights())
+    path = ex.export_tflite(softmax, tmp_path / "m.tflite")
+    np.testing.assert_allclose(ex.tflite_predict(path, images), reference,
+                               atol=_tolerance(reference, 1e-4))
+    sigmoid = build_model(compound_spec(-8), input_shape=(SIZE, SIZE, 3), classes=CLASSES,
+                          classifier_activation="sigmoid")
+    with pytest.raises(ValueError, match="classifier_activation=None"):
+        ex.export_tflite(sigmoid, tmp_path / "s.tflite")
+
+
+def test_a_keras_model_source_carries_its_settings_and_labels(model, tmp_path):
+    settings = EvalPreprocessing(SIZE, crop_fraction=0.875, resize_method="bilinear")
+    names = [f"class-{i}" for i in range(CLASSES)]
+    out = ex.export(model, "onnx", tmp_path / "onnx", eval_preprocessing=settings, labels=names)
+    metadata = ex.read_metadata(out)
+    assert EvalPreprocessing.from_dict(metadata["preprocessing"]) == settings
+    assert metadata["labels"] == names and metadata["normalization"]["inside_model"]
+    with pytest.raises(ValueError, match="3 labels"):
+        ex.export(model, "onnx", tmp_path / "bad", labels=names[:3])
+
+
+@pytest.mark.parametrize("command", [["tools/export.py"], ["-m", "keras_effnet.cli.export"]])
+def test_help_lists_the_export_flags(command):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
+                            env=env, cwd=ROOT)
+    assert result.returncode in (0, 1), result.stderr[-2000:]  # absl's --help exits 1
+    for flag in ("--model_dir", "--format", "--quantization", "--representative_data", "--top_k"):
+        assert flag in result.stdout, (flag, result.stdout[-2000:])
 
 
 @pytest.mark.slow
@@ -301,10 +375,10 @@ def test_cli_exports_a_training_run_and_a_weight_file(demo_run, tmp_path):
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["weight_source"]["kind"] == "model_dir" and metadata["weight_source"]["ema"]
     assert metadata["resolution"] == 32 and metadata["preprocessing"]["crop_fraction"] == 1.0
+    assert metadata["labels"] == list(DIGIT_NAMES)
     x = np.random.RandomState(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    probabilities = net.predict(x, verbose=0)
-    logits = ex.onnx_predict(out / "model.onnx", x)
-    np.testing.assert_allclose(tf.nn.softmax(logits), probabilities, atol=1e-5)
+    logits = ex.onnx_predict(out / "model.onnx", x)  # the run's model has a logits head
+    np.testing.assert_allclose(logits, net.predict(x, verbose=0), atol=1e-5)
 
     again = subprocess.run([sys.executable, tool, "--model_dir", str(run), "--format", "onnx",
                             "--output", str(out)], capture_output=True, text=True, env=env)

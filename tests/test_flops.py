@@ -8,10 +8,10 @@ import pytest
 
 from keras_effnet import flops, scaling
 from keras_effnet.blocks import decode_blocks
-from keras_effnet.model import build_model
-from helpers import load_tool
+from keras_effnet.applications import build_model
 
-# REFERENCE.md section 4: keras.applications parameter counts (with top, without top).
+# keras.applications parameter counts (with top, without top): model.summary() of
+# keras/src/applications/efficientnet.py's EfficientNetB0..B7 (Keras 3).
 KERAS_PARAMS = {
     "efficientnet-b0": (5_330_571, 4_049_571), "efficientnet-b1": (7_856_239, 6_575_239),
     "efficientnet-b2": (9_177_569, 7_768_569), "efficientnet-b3": (12_320_535, 10_783_535),
@@ -163,7 +163,9 @@ def test_format_table_markdown_and_csv():
 def run_model_table(argv):
     from absl import flags
 
-    model_table = load_tool("model_table")
+    from keras_effnet.cli import model_table
+
+    model_table.define_flags()
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["model_table"] + argv)
     try:

@@ -7,11 +7,13 @@ import keras
 import pytest
 
 import keras_effnet
-from keras_effnet import model as model_lib
 from keras_effnet.layers import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB, StochasticDepth
-from keras_effnet.scaling import ModelSpec, get_spec
+from keras_effnet.plan import block_plan
+from keras_effnet.scaling import ModelSpec
+from helpers import randomized_batch_norm
 
-# keras.applications parameter counts (with top, without top), REFERENCE.md section 4.
+# keras.applications parameter counts (with top, without top): model.summary() of
+# keras/src/applications/efficientnet.py's EfficientNetB0..B7 (Keras 3).
 KERAS_PARAMS = {
     "b0": (5_330_571, 4_049_571), "b1": (7_856_239, 6_575_239),
     "b2": (9_177_569, 7_768_569), "b3": (12_320_535, 10_783_535),
@@ -57,26 +59,6 @@ def test_public_constructors_have_keras_signature():
     assert keras_effnet.EfficientNetB0().input_shape == (None, 224, 224, 3)
 
 
-def _randomised_batch_norm(model, seed=0):
-    """Non-trivial BN statistics so parity checks exercise every weight."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for weight in model.weights:
-        value = weight.numpy()
-        if weight.path.endswith("moving_variance"):
-            value = rng.uniform(0.5, 1.5, value.shape)
-        elif weight.path.endswith(("moving_mean", "beta")):
-            value = rng.normal(0, 0.1, value.shape)
-        elif weight.path.endswith("project_bn/gamma"):
-            # Damped residual branches keep deep variants (B7: 55 blocks) numerically tame,
-            # as trained networks are; otherwise float rounding is amplified block after block.
-            value = rng.uniform(0.1, 0.5, value.shape)
-        elif weight.path.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, value.shape)
-        values.append(value.astype(weight.dtype))
-    return values
-
-
 PARITY = [pytest.param(v, marks=pytest.mark.slow) if v in ("b5", "b6", "b7") else v
           for v in KERAS_PARAMS]
 
@@ -94,7 +76,7 @@ def test_interchangeable_with_keras_applications(variant):
     assert paths(ours) == paths(reference)
     assert [w.shape for w in ours.weights] == [w.shape for w in reference.weights]
 
-    values = _randomised_batch_norm(reference)
+    values = randomized_batch_norm(reference)
     reference.set_weights(values)
     # keras.applications without ImageNet weights normalises with mean 0 / variance 1;
     # give both models the real ImageNet statistics.
@@ -120,7 +102,7 @@ def test_legacy_keras_applications_h5_loads_with_std_quirk(tmp_path):
     tf_keras = pytest.importorskip("tf_keras")
     source = tf_keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3),
                                                   classifier_activation=None)
-    values = [np.asarray(v) for v in _randomised_batch_norm(keras_effnet.build_model(
+    values = [np.asarray(v) for v in randomized_batch_norm(keras_effnet.build_model(
         "b0", input_shape=(64, 64, 3)))]
     values[0] = np.array(IMAGENET_MEAN_RGB, "float32")
     values[1] = np.array(IMAGENET_STDDEV_RGB, "float32")      # the published files' quirk
@@ -143,7 +125,7 @@ def test_legacy_keras_applications_h5_loads_with_std_quirk(tmp_path):
 
 def test_keras_file_round_trip_is_bit_exact(tmp_path):
     model = keras_effnet.build_model("lite0", input_shape=(64, 64, 3), classes=7)
-    model.set_weights(_randomised_batch_norm(model))
+    model.set_weights(randomized_batch_norm(model))
     path = str(tmp_path / "m.keras")
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
@@ -174,7 +156,7 @@ def test_jit_compile_matches_eager():
 def test_stochastic_depth_follows_scaled_block_count():
     for variant, blocks in (("b0", 16), ("b7", 55)):
         model = keras_effnet.build_model(variant, include_top=False, input_shape=(32, 32, 3))
-        prefixes = [prefix for prefix, _ in model_lib.block_sequence(get_spec(variant))]
+        prefixes = [block.prefix for block in block_plan(variant)]
         assert len(prefixes) == blocks
         for index, prefix in enumerate(prefixes):
             try:
@@ -240,3 +222,33 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown EfficientNet variant"):
         keras_effnet.build_model("efficientnet-b12")
+
+
+def test_build_model_loads_a_weights_file(tmp_path):
+    source = keras_effnet.build_model("lite0", input_shape=(64, 64, 3), classes=10)
+    source.set_weights(randomized_batch_norm(source, seed=5))
+    path = str(tmp_path / "lite0.weights.h5")
+    source.save_weights(path)
+    loaded = keras_effnet.EfficientNetLite0(weights=path, input_shape=(64, 64, 3), classes=10)
+    for ours, theirs in zip(loaded.weights, source.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    with pytest.raises(ValueError, match="1 channels"):
+        keras_effnet.build_model("lite0", weights=path, include_preprocessing=False,
+                                 input_shape=(64, 64, 1), classes=10)
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
+        keras_effnet.build_model("lite0", weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_weight_set_decides_the_normalisation(monkeypatch):
+    """AdvProp weights expect [-1, 1] inputs: the model is built with that normalisation."""
+    loaded = []
+    monkeypatch.setattr(keras_effnet.weights, "load_weights_into",
+                        lambda model, weights, spec: loaded.append((model.name, weights)))
+    model = keras_effnet.build_model("b0", weights="advprop", include_top=False,
+                                     input_shape=(32, 32, 3))
+    assert loaded == [("efficientnetb0", "advprop")]
+    np.testing.assert_allclose(model.get_layer("normalization").mean.numpy(), [0.5] * 3)
+    plain = keras_effnet.model.EfficientNet("b0", include_top=False, input_shape=(32, 32, 3))
+    np.testing.assert_allclose(plain.get_layer("normalization").mean.numpy(), IMAGENET_MEAN_RGB)
+    with pytest.raises(ValueError, match="unknown normalization 'zca'"):
+        keras_effnet.model.EfficientNet("b0", normalization="zca")

@@ -8,6 +8,22 @@ import tensorflow as tf
 from keras_effnet import optim
 
 
+def rmsprop_tf1_reference(weights, gradients, learning_rates, rho=0.9, momentum=0.9, epsilon=1e-3,
+                          initial_accumulator=1.0):
+    """NumPy reference of the TF1 ``RMSPropOptimizer`` update: the weights after each gradient."""
+    w = np.array(weights, dtype=np.float64)
+    ms = np.full_like(w, initial_accumulator)
+    mom = np.zeros_like(w)
+    history = []
+    for g, lr in zip(gradients, learning_rates):
+        g = np.asarray(g, dtype=np.float64)
+        ms = rho * ms + (1 - rho) * g * g
+        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
+        w = w - mom
+        history.append(w.copy())
+    return history
+
+
 def test_rmsprop_tf1_matches_numpy_reference():
     rng = np.random.default_rng(0)
     start = rng.normal(size=(3, 4)).astype("float32")
@@ -18,7 +34,7 @@ def test_rmsprop_tf1_matches_numpy_reference():
     for gradient in gradients:
         optimizer.apply([tf.constant(gradient)], [variable])
         got.append(np.array(variable.numpy()))
-    expected = optim.rmsprop_tf1_reference(start, gradients, [0.05] * 5)
+    expected = rmsprop_tf1_reference(start, gradients, [0.05] * 5)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # The accumulator starting at one keeps the first step small (Keras' RMSprop starts at 0).
     first = np.abs(expected[0] - start)
@@ -32,7 +48,7 @@ def test_rmsprop_tf1_with_schedule_and_serialization():
     gradients = [np.full((2,), 0.5, "float32")] * 6
     for gradient in gradients:
         optimizer.apply([tf.constant(gradient)], [variable])
-    expected = optim.rmsprop_tf1_reference(np.ones(2), gradients, [schedule.value(s) for s in range(6)])
+    expected = rmsprop_tf1_reference(np.ones(2), gradients, [schedule.value(s) for s in range(6)])
     np.testing.assert_allclose(variable.numpy(), expected[-1], rtol=1e-5)
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(clone, optim.RMSPropTF1)
@@ -62,6 +78,9 @@ def test_warmup_cosine_decay():
     for step, value in {0: 0.0, 5: 0.5, 10: 1.0, 60: 0.5, 110: 0.0, 200: 0.0}.items():
         assert float(schedule(step)) == pytest.approx(value, abs=1e-6)
         assert schedule.value(step) == pytest.approx(value, abs=1e-9)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert restored.get_config() == schedule.get_config()
+    assert float(restored(60)) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_scaled_learning_rate_rejects_bad_batch():
@@ -88,6 +107,9 @@ def test_weight_decay_and_ema_variable_selection():
     tracked = names(optim.ema_variables(model))
     assert "bn/moving_mean" in tracked and "bn/moving_variance" in tracked and "bn/gamma" in tracked
     assert not any("seed" in name for name in tracked)  # dropout RNG state is not averaged
+    assert [v.path for v in optim.random_state_variables(model)] == [
+        v.path for v in model.non_trainable_variables if "seed" in v.path]
+    assert len(optim.random_state_variables(model)) == 1
     kernel = model.get_layer("conv").kernel
     expected = 1e-5 * 0.5 * float(np.sum(kernel.numpy() ** 2) + np.sum(model.get_layer("dense").kernel.numpy() ** 2)
                                   + np.sum(model.get_layer("dense").bias.numpy() ** 2))

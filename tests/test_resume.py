@@ -35,7 +35,8 @@ def train_command(data_root, model_dir, *extra):
             "--set=model.phi=-8", "--set=model.resolution=32", "--set=augmentation.name=none",
             "--set=data.cache=false", "--set=runtime.checkpoint_every_steps=2",
             "--set=runtime.keep_checkpoints=20", "--set=runtime.deterministic=true",
-            "--set=runtime.progress_bar=false", "--set=optimizer.ema_decay=0.9", *extra]
+            "--set=runtime.progress_bar=false", "--set=optimizer.ema_decay=0.9",
+            "--verbosity=1", *extra]  # -v 1: progress lines ("resumed from ...") on stderr
 
 
 def latest_step(model_dir):

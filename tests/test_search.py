@@ -14,7 +14,7 @@ import pytest
 from keras_effnet import scaling, search
 from keras_effnet.config import demo_config, merge
 from keras_effnet.flops import count_spec_flops
-from helpers import load_tool
+from helpers import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -168,13 +168,13 @@ def test_scaling_curves_write_plot_and_data_and_resume(tmp_path):
 
 
 def test_candidate_config_expresses_the_spec():
-    from keras_effnet import training
+    from keras_effnet.config import resolve_spec
 
     config = demo_config()
     baseline = search.baseline_from_config(config)
     spec = scaling.scale_spec(baseline, 1.0, 1.2, 1.1, 1.15, resolution_divisor=1)
     candidate = search.candidate_config(config, spec, budget=7, run_dir="/tmp/run")
-    resolved = training.resolve_spec(candidate.model)
+    resolved = resolve_spec(candidate.model)
     assert (resolved.width, resolved.depth, resolved.resolution) == (
         spec.width, spec.depth, spec.resolution)
     assert candidate.data.image_size == spec.resolution == 37
@@ -190,18 +190,6 @@ def test_candidate_config_expresses_the_spec():
 
 
 
-def run_tool(name, argv):
-    from absl import flags
-
-    tool = load_tool(name)
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS([name] + argv)
-    try:
-        return tool.main([name])
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 def test_tools_parse_flags_and_call_the_library(tmp_path, monkeypatch, capsys):
     trainer = FakeTrainer()
     seen = []
@@ -212,14 +200,14 @@ def test_tools_parse_flags_and_call_the_library(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(search, "trainer_train_fn", fake_trainer_fn)
     common = ["--set=model.phi=-8", "--set=data.batch_size=8", "--steps=2"]
-    assert run_tool("grid_search", common + [f"--out_dir={tmp_path / 'g'}",
+    assert run_cli("grid_search", common + [f"--out_dir={tmp_path / 'g'}",
                                              "--candidates=1.2:1.1:1.15,1:1.4:1"]) == 0
     assert seen[0].model.phi == -8 and seen[0].data.source == "digits"
     assert len(trainer.calls) == 2 and "rank" in capsys.readouterr().out
-    assert run_tool("scaling_curves", common + [f"--out_dir={tmp_path / 'c'}",
+    assert run_cli("scaling_curves", common + [f"--out_dir={tmp_path / 'c'}",
                                                 "--flops_targets=2", "--methods=width"]) == 0
     assert len(trainer.calls) == 4 and os.path.exists(tmp_path / "c" / "scaling_curves.png")
-    assert run_tool("grid_search", common + [f"--out_dir={tmp_path / 'g'}",
+    assert run_cli("grid_search", common + [f"--out_dir={tmp_path / 'g'}",
                                              "--candidates=1.2:1.1"]) == 1
     assert "alpha:beta:gamma" in capsys.readouterr().err
 

@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -10,6 +13,7 @@ import tensorflow as tf
 
 from keras_effnet import training
 from keras_effnet.config import Config, load_config
+from keras_effnet.run_dir import RunDirectory
 
 TINY = ["model.phi=-8", "model.resolution=32", "data.image_size=32", "augmentation.name=none",
         "runtime.progress_bar=false", "runtime.seed=0", "optimizer.ema_decay=0.9"]
@@ -52,8 +56,20 @@ def test_tiny_run_trains_checkpoints_exports_and_evaluates(tmp_path):
     assert os.path.exists(tmp_path / "data_state" / "worker-0" / "ckpt-8.index")
 
     exported = keras.saving.load_model(str(tmp_path / "export" / "model.keras"))
-    probabilities = exported.predict(synthetic(4)[0], verbose=0)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)  # softmax head
+    logits = exported.predict(synthetic(4)[0], verbose=0)
+    assert exported.get_layer("predictions").activation is keras.activations.linear  # logits head
+    assert not np.allclose(logits.sum(axis=1), 1.0)
+    np.testing.assert_allclose(keras.ops.softmax(logits).numpy().sum(axis=1), 1.0, rtol=1e-5)
+    weights_only = keras.models.clone_model(exported)
+    weights_only.load_weights(str(tmp_path / "export" / "model.weights.h5"))
+    np.testing.assert_allclose(weights_only.predict(synthetic(4)[0], verbose=0), logits, rtol=1e-5)
+
+    run = RunDirectory(tmp_path)
+    metadata = run.read_metadata()
+    assert metadata.class_names == ("0", "1", "2", "3") and metadata.ema
+    assert metadata.eval_preprocessing.resolution == 32
+    assert metadata.weight_source == {"kind": "none"}
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "labels.txt").exists()
 
     result = training.evaluate_checkpoint(config, eval_dataset=evaluation, facts=facts)
     assert result["step"] == 8 and result["ema"]
@@ -62,6 +78,11 @@ def test_tiny_run_trains_checkpoints_exports_and_evaluates(tmp_path):
     images, labels = synthetic(32)
     top1 = np.mean(np.argmax(exported.predict(images[:16], verbose=0), axis=1) == labels[:16])
     assert top1 == pytest.approx(metrics["top1"])
+
+    # Written once: a second start of the same run leaves the run files alone.
+    stamp = os.stat(tmp_path / "run.json").st_mtime_ns
+    training.train(config, train_dataset=train, eval_dataset=evaluation, facts=facts)
+    assert os.stat(tmp_path / "run.json").st_mtime_ns == stamp
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -109,3 +130,16 @@ def test_bad_input_fails_before_training(tmp_path):
     with pytest.raises(PermissionError, match=r"not writable"):
         training.Trainer(tiny_config(blocked / "run"), facts=facts)
     assert not os.path.exists(tmp_path / "checkpoint")  # nothing was trained
+
+
+@pytest.mark.parametrize("command, own", [
+    (["tools/train.py"], ("model_dir", "config", "set", "epochs")),
+    (["-m", "keras_effnet.cli.evaluate"], ("model_dir", "checkpoint", "follow", "split", "dataset")),
+])
+def test_help_lists_the_jobs_own_flags(command, own):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
+                          timeout=300, cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # absl's --help exits 1
+    for flag in own:
+        assert re.search(rf"--(\[no\])?{flag}:", done.stdout), done.stdout

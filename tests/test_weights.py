@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import tarfile
 
@@ -17,9 +18,8 @@ import numpy as np
 import pytest
 
 import keras_effnet
-from keras_effnet import convert, weights
-from keras_effnet.model import build_model
-from helpers import layer_weights
+from keras_effnet import build_model, weights
+from helpers import layer_weights, write_tpu_checkpoint
 
 B0 = "efficientnet-b0"
 NOISY_B0 = "cloud-tpu-checkpoints/efficientnet/noisystudent/noisy_student_efficientnet-b0.tar.gz"
@@ -39,7 +39,7 @@ def _assert_same(expected, actual, skip=("normalization",)):
 def _checkpoint_archive(model, spec, archive, folder):
     """An archive as published: <folder>/model.ckpt.{index,data-*} inside a .tar.gz."""
     prefix = archive.parent / f"_{folder}" / folder / "model.ckpt"
-    convert.write_tpu_checkpoint(model, spec, prefix,
+    write_tpu_checkpoint(model, spec, prefix,
                                  extra={"global_step": np.array(1, np.int64)})
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
@@ -148,11 +148,11 @@ def test_registry_rows_carry_checksums_and_eval_settings():
     assert b6.url.endswith("/efficientnet/noisystudent/noisy_student_efficientnet-b6.tar.gz")
     assert b6.checksum is None and b6.eval.resolution == 528
     assert weights.get_weight_set("b3", "advprop").eval.normalization == "inception"
-    lite = weights.eval_settings("lite0", "imagenet")
+    lite = weights.eval_preprocessing("lite0", "imagenet")
     assert (lite.normalization, lite.resolution, lite.resize_method) == ("lite", 224, "bicubic")
     assert lite.crop_fraction is None and lite.crop_padding == 32
-    assert weights.eval_settings("l2", "noisy-student-475").resolution == 475
-    assert weights.eval_settings("b2").resolution == 260  # no set: the variant's own
+    assert weights.eval_preprocessing("l2", "noisy-student-475").resolution == 475
+    assert weights.eval_preprocessing("b2").resolution == 260  # no set: the variant's own
 
 
 def test_unknown_or_mismatched_weights_fail_before_building():
@@ -171,11 +171,14 @@ def test_unknown_or_mismatched_weights_fail_before_building():
 
 def test_normalization_follows_the_weight_set():
     b0, lite = keras_effnet.get_spec(B0), keras_effnet.get_spec("lite2")
-    assert weights.normalization_for(b0, None) == "imagenet"
-    assert weights.normalization_for(b0, "advprop") == "inception"
-    assert weights.normalization_for(b0, "noisy-student") == "imagenet"
-    assert weights.normalization_for(lite, "imagenet") == "lite"
-    assert weights.normalization_for(b0, "some/file.weights.h5") == "imagenet"
+    def normalization(spec, weight_source):
+        return weights.eval_preprocessing(spec, weight_source).normalization
+
+    assert normalization(b0, None) == "imagenet"
+    assert normalization(b0, "advprop") == "inception"
+    assert normalization(b0, "noisy-student") == "imagenet"
+    assert normalization(lite, "imagenet") == "lite"
+    assert normalization(b0, "some/file.weights.h5") == "imagenet"
 
 
 def test_cache_dir_and_mirror_urls(monkeypatch, tmp_path):
@@ -195,7 +198,8 @@ def test_cache_dir_and_mirror_urls(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 def test_noisy_student_downloads_converts_caches_and_loads(source_model, env, tmp_path,
-                                                          monkeypatch, capsys):
+                                                          monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="keras_effnet.weights")
     model = keras_effnet.EfficientNetB0(weights="noisy-student", classifier_activation=None)
     _assert_same(source_model, model)
     archive = env / "noisy_student_efficientnet-b0.tar.gz"
@@ -203,14 +207,15 @@ def test_noisy_student_downloads_converts_caches_and_loads(source_model, env, tm
     assert archive.exists() and converted.exists()
     assert (env / "noisy_student_efficientnet-b0.tar.gz.sha256").exists()
     assert not [p for p in env.iterdir() if "partial" in p.name]
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "Downloading" in err and NOISY_B0 in err
+    caplog.clear()
 
     # Second time: served from the cache, even with the mirror gone.
     monkeypatch.setenv(weights.BASE_URL_ENV, str(tmp_path / "empty"))
     notop = keras_effnet.EfficientNetB0(weights="noisy-student", include_top=False)
     _assert_same(source_model, notop, skip=("normalization", "predictions"))
-    assert "Downloading" not in capsys.readouterr().err
+    assert "Downloading" not in caplog.text
 
 
 def test_advprop_weights_come_with_inception_normalisation(source_model, env):
@@ -250,12 +255,13 @@ def test_wrong_checksum_caches_nothing(env, keras_md5, monkeypatch):
     assert not env.exists() or not list(env.iterdir())
 
 
-def test_corrupt_cached_files_are_fetched_again(mirror, env, keras_md5, capsys):
+def test_corrupt_cached_files_are_fetched_again(mirror, env, keras_md5, caplog):
     path = weights.weights_file(B0, "imagenet", progress=False)
     good = path.read_bytes()
     path.write_bytes(good[:1000])  # truncated
     assert weights.weights_file(B0, "imagenet", progress=False).read_bytes() == good
-    assert "is bad (md5" in capsys.readouterr().err
+    assert "is bad (md5" in caplog.text
+    caplog.clear()
 
     # No published checksum: the sha256 recorded at download time catches it.
     url = weights.get_weight_set(B0, "noisy-student").url
@@ -263,13 +269,14 @@ def test_corrupt_cached_files_are_fetched_again(mirror, env, keras_md5, capsys):
     data = archive.read_bytes()
     archive.write_bytes(data[:-5000])
     assert weights.fetch(url, archive, None, progress=False).read_bytes() == data
-    assert "recorded at download" in capsys.readouterr().err
+    assert "recorded at download" in caplog.text
+    caplog.clear()
 
     # A truncated archive put there by hand (no record) is caught by reading it.
     hand = env / "hand.tar.gz"
     hand.write_bytes(data[: len(data) // 2])
     assert weights.fetch(url, hand, None, progress=False).read_bytes() == data
-    assert "unreadable archive" in capsys.readouterr().err
+    assert "unreadable archive" in caplog.text
 
 
 def test_offline_error_names_the_url_and_the_cache_path(env, tmp_path, monkeypatch):
@@ -299,7 +306,7 @@ def test_efficientnet_b6_noisy_student_from_a_local_mirror(tmp_path, monkeypatch
     and any tensor that lands in the wrong variable is caught)."""
     spec = keras_effnet.get_spec("efficientnet-b6")
     shapes_from = build_model(spec, classifier_activation=None)
-    names = convert.tpu_checkpoint_names(spec)
+    names = weights.tpu_checkpoint_names(spec)
     marks = {}
     for index, layer_var in enumerate(
             (layer, v) for layer in shapes_from.layers if layer.name != "normalization"

@@ -1,9 +1,10 @@
 """Export a model: ``keras-effnet-export --model efficientnet-b0 --weights PATH --format tflite --output DIR``.
 
 Sources: ``--model NAME --weights PATH|SET`` (a weight file or a named set such as ``imagenet``)
-or ``--model_dir DIR`` (a training run: its EMA weights, config and labels). Formats:
-saved_model, hub_feature_vector, hub_classification, tflite, onnx. The output directory is
-written atomically and holds ``metadata.json``; see docs/export.md.
+or ``--model_dir DIR`` (a training run: its EMA weights, class names and evaluation
+preprocessing, read from the run directory only). Formats: saved_model, hub_feature_vector,
+hub_classification, tflite, onnx. The output directory is written atomically and holds
+``metadata.json``; see docs/export.md. ``-v 1`` shows progress.
 
 Exit status: 0 done, 1 bad input (message on stderr), 2 a converter failed.
 """
@@ -15,72 +16,58 @@ import sys
 
 from absl import app, flags
 
-FORMATS = ("saved_model", "hub_feature_vector", "hub_classification", "tflite", "onnx")
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+from keras_effnet import export as export_lib
+from keras_effnet import logs
 
 FLAGS = flags.FLAGS
+_FLAG_NAMES = ("model", "model_dir", "image_size", "weights", "format", "output", "overwrite",
+               "classes", "quantization", "representative_data", "num_representative", "opset",
+               "weight_decay", "top_k")
 
 
 def define_flags() -> None:
-    """Define the export flags (idempotent; ``--model``/``--model_dir`` may exist already)."""
-    if "format" in FLAGS:
-        return
-    if "model" not in FLAGS:
-        flags.DEFINE_string("model", None, "Variant name, e.g. efficientnet-b0 (with --weights).")
-    if "model_dir" not in FLAGS:
-        flags.DEFINE_string("model_dir", None, "Training run directory (EMA weights, config).")
-    if "image_size" not in FLAGS:
-        flags.DEFINE_integer("image_size", None, "Input side in pixels (default: the weights').")
+    """Define this job's flags (a second call redefines them) and make them the ones ``--help`` lists."""
+    again = {"allow_override": True}
+    flags.DEFINE_string("model", None, "Variant name, e.g. efficientnet-b0 (with --weights).",
+                        **again)
+    flags.DEFINE_string("model_dir", None, "Training run directory (its EMA weights, class names "
+                        "and evaluation preprocessing).", **again)
+    flags.DEFINE_integer("image_size", None, "Input side in pixels (default: the weights').",
+                         **again)
     flags.DEFINE_string("weights", None, "Weight file (.weights.h5, .keras, .h5, .pth, checkpoint) "
-                        "or weight-set name (imagenet, noisy-student ...).")
-    flags.DEFINE_enum("format", None, list(FORMATS), "Export format.")
-    flags.DEFINE_string("output", None, "Output directory (model + metadata.json).")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing output.")
-    flags.DEFINE_integer("classes", None, "Classifier outputs (default: read from the weights).")
-    flags.DEFINE_enum("quantization", "float32", list(QUANTIZATIONS), "TFLite quantization.")
+                        "or weight-set name (imagenet, noisy-student ...).", **again)
+    flags.DEFINE_enum("format", None, list(export_lib.FORMATS), "Export format.", **again)
+    flags.DEFINE_string("output", None, "Output directory (model + metadata.json).", **again)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output.", **again)
+    flags.DEFINE_integer("classes", None, "Classifier outputs (default: read from the weights).",
+                         **again)
+    flags.DEFINE_enum("quantization", "float32", list(export_lib.QUANTIZATIONS),
+                      "TFLite quantization.", **again)
     flags.DEFINE_string("representative_data", None,
                         "int8 calibration images: a directory of image files, or a data source "
                         "(digits, tfds:NAME, folder:PATH; train split). Default with --model_dir: "
-                        "the run's training data.")
-    flags.DEFINE_integer("num_representative", 100, "int8 calibration images.")
-    flags.DEFINE_integer("opset", 17, "ONNX opset.")
+                        "the run's training data (while it still exists).", **again)
+    flags.DEFINE_integer("num_representative", export_lib.NUM_REPRESENTATIVE,
+                         "int8 calibration images.", **again)
+    flags.DEFINE_integer("opset", export_lib.DEFAULT_OPSET, "ONNX opset.", **again)
     flags.DEFINE_float("weight_decay", None, "Hub regularization_losses factor "
-                       "(default: the run's optimizer.weight_decay; none for weight files).")
-    flags.DEFINE_integer("top_k", 5, "Classes returned by the serving signatures.")
+                       "(default: the run's optimizer.weight_decay; none for weight files).",
+                       **again)
+    flags.DEFINE_integer("top_k", export_lib.DEFAULT_TOP_K,
+                         "Classes returned by the serving signatures.", **again)
+    # absl's --help lists the key flags of the program that runs (sys.argv[0]: this module with
+    # ``python -m``, the tools/ shim or the console script).
+    for name in _FLAG_NAMES:
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
-define_flags()
-
-
-def _representative(value: str | None):
-    """A directory stays a path; a data source becomes a callable on its input pipeline."""
-    if value is None or os.path.isdir(value):
-        return value
-    if value == "digits" or value.split(":", 1)[0] in ("tfds", "folder", "tfrecord"):
-        return _SourceImages(value)
-    raise FileNotFoundError(f"--representative_data {value!r} is neither a directory nor a data "
-                            "source (digits, tfds:NAME, folder:PATH, tfrecord:GLOB)")
-
-
-class _SourceImages:
-    """Calibration images from ``keras_effnet.data`` (eval preprocessing, train split)."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def dataset(self, image_size: int):
-        from keras_effnet import data  # noqa: PLC0415
-        return data.make_dataset(self.source, "train", image_size=image_size, batch_size=1,
-                                 training=False)
-
-
-def main(argv) -> int:
+def main(argv: list[str]) -> int:
+    """Export the source of the flags and print the path written."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.format is None or FLAGS.output is None:
         raise app.UsageError("--format and --output are required")
-    from keras_effnet import export as export_lib  # noqa: PLC0415 (flags parse before TF loads)
-
+    logs.configure(max(FLAGS.verbosity, 0))
     try:
         if FLAGS.model_dir is None and FLAGS.model is None:
             raise ValueError("pass --model NAME with --weights PATH, or --model_dir DIR")
@@ -94,10 +81,10 @@ def main(argv) -> int:
             None if FLAGS.model_dir else FLAGS.model, weights=FLAGS.weights,
             model_dir=FLAGS.model_dir, classes=FLAGS.classes, image_size=FLAGS.image_size,
             include_top=FLAGS.format != "hub_feature_vector")
-        representative = _representative(FLAGS.representative_data)
-        if isinstance(representative, _SourceImages):
-            dataset = representative.dataset(source.preprocessing.image_size)
-            representative = dataset.map(lambda images, labels: images)
+        representative = None
+        if FLAGS.representative_data is not None:
+            representative = export_lib.calibration_data(FLAGS.representative_data,
+                                                         source.eval_preprocessing)
         path = export_lib.export(
             source, FLAGS.format, FLAGS.output, overwrite=FLAGS.overwrite,
             quantization=FLAGS.quantization, representative_data=representative,
@@ -114,7 +101,8 @@ def main(argv) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``keras-effnet-export``)."""
+    define_flags()
     app.run(main)
 
 

@@ -1,7 +1,9 @@
 """Train (or resume) an EfficientNet: ``keras-effnet-train --config configs/demo.yaml --model_dir DIR``.
 
-Exit status: 0 done, 1 bad input or a stopped run (message on stderr), 143 stopped by SIGTERM
-after saving a checkpoint (rerun the same command to resume).
+The run directory receives config.yaml, run.json and labels.txt at the start, checkpoints as it
+goes, and export/model.keras (logits head) at the end. Exit status: 0 done, 1 bad input or a
+stopped run (message on stderr), 143 stopped by SIGTERM after saving a checkpoint (rerun the same
+command to resume).
 """
 
 from __future__ import annotations
@@ -11,32 +13,37 @@ import sys
 
 from absl import app, flags
 
-from keras_effnet.cli.common import EXIT_PREEMPTED, config_from_flags, define_flags
+from keras_effnet import training
+from keras_effnet.cli import common
 
-define_flags()
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The job flags (``cli.common``), shown by ``--help``."""
+    common.define_job_flags()
+    common.show_in_help(common)
 
 
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from keras_effnet import training  # noqa: PLC0415 (flags parse before TensorFlow loads)
-
+    common.start_logging()
     try:
-        config = config_from_flags()
-        metrics = training.train(config)
+        metrics = training.train(common.config_from_flags())
     except (ValueError, FileNotFoundError, PermissionError, training.TrainingStopped) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if metrics.get("interrupted"):
         print(f"stopped at step {metrics['step']} (signal); rerun to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return common.EXIT_PREEMPTED
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
 def run() -> None:
     """Console-script entry point."""
+    define_flags()
     app.run(main)
 
 

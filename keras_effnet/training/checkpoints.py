@@ -1,23 +1,14 @@
-"""Checkpoints and artefacts of a run: nothing half-written, nothing lost.
-
-Layout of a model_dir::
-
-    ckpt-<step>.index/.data-*, checkpoint   training state: model, optimizer, EMA, step (last K)
-    data_state/worker-<i>/ckpt-<step>.*     input-iterator position of worker i at the same step
-    best/ckpt-<step>.*, best/metrics.json   the training state with the best eval top-1
-    export/model.keras                      final model, EMA weights, softmax head (keras.saving)
-    export/model.weights.h5                 the same weights only
-    metrics.json                            final metrics
-    train/, eval/                           TensorBoard summaries
+"""Training-state checkpoints of a run: nothing half-written, nothing lost.
 
 ``tf.train.CheckpointManager`` writes the data files first and then atomically replaces the
 ``checkpoint`` index file, so a process killed mid-save leaves the previous checkpoint current. The
-data-iterator state is written before the training state of the same step. JSON and Keras files are
-written to a temporary name and ``os.replace``-d.
+data-iterator state is written before the training state of the same step (layout:
+``keras_effnet.run_dir``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -25,23 +16,12 @@ import tempfile
 import tensorflow as tf
 
 from keras_effnet import atomic
+from keras_effnet.run_dir import BEST_DIR, DATA_DIR, METRICS_FILE
 
-BEST_DIR = "best"
-DATA_DIR = "data_state"
-EXPORT_DIR = "export"
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (readers never see half a file)."""
-    atomic.write_json(path, payload)
+logger = logging.getLogger(__name__)
 
 
-def save_keras_atomic(model, path: str) -> None:
-    """``model.save`` (``.keras``) or ``model.save_weights`` (``.weights.h5``) atomically."""
-    atomic.save_keras(model, path)
-
-
-def check_writable(model_dir: str) -> None:
+def check_writable(model_dir: str | None) -> None:
     """Create ``model_dir`` and prove a file can be written there, or raise a clear error."""
     if not model_dir:
         raise ValueError("model_dir is required (--model_dir DIR): checkpoints and metrics go there")
@@ -55,6 +35,19 @@ def check_writable(model_dir: str) -> None:
                               "pass a directory you can write to with --model_dir") from None
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a prefix or a directory (its latest); FileNotFoundError if none."""
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"no checkpoint in {path!r}: train into it first "
+                                    "(keras-effnet-train --model_dir DIR)")
+        return latest
+    if not tf.io.gfile.exists(path + ".index"):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist (no {path}.index)")
+    return path
+
+
 class RunCheckpoints:
     """Training-state, data-position and best checkpoints of one worker.
 
@@ -63,13 +56,15 @@ class RunCheckpoints:
     directory that is removed afterwards. Each worker keeps its own data-iterator state.
     """
 
-    def __init__(self, model_dir: str, state: tf.train.Checkpoint, data_state: tf.train.Checkpoint | None,
-                 keep: int, worker_index: int = 0, is_chief: bool = True):
+    def __init__(self, model_dir: str, state: tf.train.Checkpoint,
+                 data_state: tf.train.Checkpoint | None, keep: int, worker_index: int = 0,
+                 is_chief: bool = True):
         self.model_dir = model_dir
         self.is_chief = is_chief
         self._state = state
         self._data_state = data_state
-        state_dir = model_dir if is_chief else os.path.join(model_dir, ".scratch", f"worker-{worker_index}")
+        state_dir = model_dir if is_chief else os.path.join(model_dir, ".scratch",
+                                                             f"worker-{worker_index}")
         self._scratch = None if is_chief else state_dir
         self.manager = tf.train.CheckpointManager(state, state_dir, max_to_keep=keep)
         self.best_manager = tf.train.CheckpointManager(
@@ -80,22 +75,20 @@ class RunCheckpoints:
                 data_state, os.path.join(model_dir, DATA_DIR, f"worker-{worker_index}"),
                 max_to_keep=keep + 1)
 
-    @staticmethod
-    def latest(model_dir: str) -> str | None:
-        return tf.train.latest_checkpoint(model_dir)
-
     def save(self, step: int) -> str:
         """Save data position, then training state, both numbered ``step``. Returns the prefix."""
         if self.data_manager is not None:
             self.data_manager.save(checkpoint_number=step)
         path = self.manager.save(checkpoint_number=step)
         self._clean_scratch()
+        logger.info("saved checkpoint %s", path)
         return path
 
     def save_best(self, step: int, metrics: dict) -> None:
+        """Keep the training state of ``step`` in ``best/`` with its metrics."""
         self.best_manager.save(checkpoint_number=step)
         if self.is_chief:
-            write_json_atomic(os.path.join(self.model_dir, BEST_DIR, "metrics.json"),
+            atomic.write_json(os.path.join(self.model_dir, BEST_DIR, METRICS_FILE),
                               dict(metrics, step=step))
         self._clean_scratch()
 
@@ -111,9 +104,8 @@ class RunCheckpoints:
             if tf.io.gfile.exists(data_path + ".index"):
                 self._data_state.restore(data_path)
             else:
-                tf.get_logger().warning(
-                    "no data-iterator state for step %d in %s: the input pipeline restarts from "
-                    "a fresh shuffle", step, self.data_manager.directory)
+                logger.warning("no data-iterator state for step %d in %s: the input pipeline "
+                               "restarts from a fresh shuffle", step, self.data_manager.directory)
         return step
 
     def _clean_scratch(self) -> None:

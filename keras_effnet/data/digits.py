@@ -8,12 +8,15 @@ bilinearly to 32x32, replicated to RGB and stored as PNG. A fixed permutation
 
 Build: `tfds.builder("effnet_digits", data_dir=...).download_and_prepare()` (a few
 seconds, offline); `keras_effnet.data.make_dataset("digits", ...)` does this for you.
+Importing this module registers the builder with TFDS.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
 
 IMAGE_SIZE = 32
 NUM_VALIDATION = 360
@@ -22,7 +25,7 @@ SPLIT_SEED = 0
 
 def _load_digits():
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # noqa: PLC0415  (only needed to build once)
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
             "The embedded 'digits' dataset needs scikit-learn (it ships the images): "
@@ -33,8 +36,6 @@ def _load_digits():
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 images as uint8 [N, 32, 32, 3] and labels int64 [N], in source order."""
-    from PIL import Image
-
     digits = _load_digits()
     small = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     large = np.stack([
@@ -61,8 +62,6 @@ class EffnetDigits(tfds.core.GeneratorBasedBuilder):
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls):
-        from etils import epath
-
         return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:

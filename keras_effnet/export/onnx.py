@@ -1,0 +1,58 @@
+"""ONNX through tf2onnx: a plain SavedModel (``model.export``) converted by ``tf2onnx.convert``.
+
+tf2onnx runs as ``python -m tf2onnx.convert --saved-model`` in a subprocess: its in-process
+``tf2onnx.convert.from_function`` turns the model's variables into graph inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Iterable
+
+import keras
+
+from keras_effnet import atomic
+from keras_effnet.export.graph import fixed_size, export_view, write_inference_saved_model
+from keras_effnet.export.metadata import write_metadata
+from keras_effnet.export.staging import ExportError, check_output
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+
+
+def export_onnx(model: keras.Model, output_path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                image_size: int | None = None, metadata: dict | None = None,
+                overwrite: bool = False, protected: Iterable[str] = ()) -> str:
+    """Convert ``model`` (logits head, input [B, S, S, 3] float32 in [0, 255]) to ONNX.
+
+    Returns the path. ``metadata`` goes to ``<stem>.json``.
+
+    Raises:
+        ValueError: a variable input size without ``image_size``.
+        ExportError: tf2onnx failed (its output is in the message).
+    """
+    size = image_size or fixed_size(model)
+    if size is None:
+        raise ValueError(f"model {model.name!r} has a variable input size; pass image_size=")
+    model = export_view(model, input_shape=(size, size, 3))
+    output_path = check_output(output_path, overwrite, protected)
+    with tempfile.TemporaryDirectory(prefix="keras-effnet-onnx-") as workdir, \
+            atomic.atomic_path(output_path, ".onnx") as target:
+        saved = os.path.join(workdir, "saved_model")
+        write_inference_saved_model(model, saved)
+        command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", saved,
+                   "--opset", str(int(opset)), "--output", target]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        logger.info("running %s", " ".join(command))
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0 or not os.path.getsize(target):
+            tail = (result.stdout + result.stderr)[-4000:]
+            raise ExportError(f"tf2onnx failed (exit {result.returncode}):\n{tail}")
+    if metadata is not None:
+        write_metadata(os.path.splitext(output_path)[0] + ".json", metadata)
+    return output_path
