@@ -19,7 +19,9 @@ from keras_effnet.applications import (
     build_model,
     feature_extractor,
 )
+from keras_effnet.discovery import list_models, list_weights, summary
 from keras_effnet.blocks import BlockArgs, EFFICIENTNET_B0_BLOCKS, decode_blocks, encode_blocks
+from keras_effnet.finetune import freeze, layer_decay_multipliers, scale_learning_rates, unfreeze
 from keras_effnet.imagenet import decode_predictions, preprocess_input
 from keras_effnet.layers import ImageNormalization, StochasticDepth
 from keras_effnet.model import EfficientNet

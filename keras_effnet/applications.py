@@ -5,6 +5,11 @@
 ``dropout_rate`` and ``include_preprocessing``; ``build_model`` does the same by variant name or
 ``ModelSpec``; ``feature_extractor`` returns the multi-scale feature maps.
 
+Two differences from keras.applications: ``weights`` defaults to ``None`` (a random
+initialisation; nothing is downloaded unless asked: pass ``weights="imagenet"``), and
+fine-tuning is explicit: ``EfficientNetLite0(weights=W, classes=4, new_head=True)`` loads the
+backbone and starts a zero-initialised 4-class head (``in_channels=1`` adapts the RGB stem).
+
 One way through for ``weights``: ``keras_effnet.weights`` checks the argument (before anything
 is built or downloaded) and names the input normalisation the weights need (e.g. AdvProp's
 ``inception``), ``keras_effnet.model.EfficientNet`` builds with it, then
@@ -17,6 +22,7 @@ from typing import Any, Callable
 
 import keras
 
+from keras_effnet import finetune
 from keras_effnet import weights as weight_sets
 from keras_effnet.model import EfficientNet, default_model_name, validate_input_shape
 from keras_effnet.plan import FeatureInfo, feature_info
@@ -28,9 +34,12 @@ __all__ = ["build_model", "feature_extractor", "feature_info", "FeatureInfo",
            "EfficientNetB8", "EfficientNetL2", "EfficientNetLite0", "EfficientNetLite1",
            "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"]
 
+CLASSIFIER = "predictions"
+BACKBONE_OUTPUT = "top_activation"
+
 
 def build_model(name_or_spec: ModelSpec | str, *, weights: str | None = None,
-                **kwargs: Any) -> keras.Model:
+                new_head: bool = False, **kwargs: Any) -> keras.Model:
     """An EfficientNet by variant name (``"efficientnet-b0"``, ``"b3"``, ``"lite0"`` ...) or spec.
 
     Args:
@@ -38,28 +47,67 @@ def build_model(name_or_spec: ModelSpec | str, *, weights: str | None = None,
         weights: ``None`` (random initialisation), a weight-set name (``"imagenet"``,
             ``"noisy-student"`` ..., see ``keras_effnet.weights.available_weights``) or a file
             path (``.weights.h5``, ``.keras``, legacy ``.h5``, ``.pth``, TensorFlow checkpoint).
-        **kwargs: the arguments of ``keras_effnet.model.EfficientNet``.
+        new_head: load only the backbone from ``weights`` and start a new ``classes``-way
+            classifier, zero-initialised so the first loss is ln(classes) (the "zero head" of
+            Big Transfer, Kolesnikov et al. 2020, section 3.3). Without it, ``weights`` must
+            hold a classifier of ``classes`` outputs.
+        **kwargs: the arguments of ``keras_effnet.model.EfficientNet``; ``in_channels=1`` (or
+            4 ...) with pretrained weights adapts the RGB stem (``finetune.adapt_stem_kernel``).
 
     Raises:
         ValueError: a bad argument, an unknown weight set, or pretrained weights with
-            ``classes != 1000`` and the top, or with non-RGB inputs.
+            ``classes != 1000`` and the top without ``new_head=True``, or non-RGB inputs
+            without ``in_channels``.
         FileNotFoundError: ``weights`` is a path that does not exist.
     """
     spec = get_spec(name_or_spec)
     if weights is None:
         return EfficientNet(spec, **kwargs)
     include_top = kwargs.get("include_top", True)
-    weight_sets.check_weights_argument(weights, spec, include_top, kwargs.get("classes", 1000))
-    # Fail before downloading anything: pretrained weights need RGB inputs.
+    classes = kwargs.get("classes", 1000)
+    if new_head and not include_top:
+        raise ValueError("new_head=True replaces the classifier, which include_top=False "
+                         "leaves out; drop new_head or use include_top=True")
+    if (include_top and not new_head and classes != 1000
+            and weight_sets.is_weight_set_name(weights)):
+        weight_sets.get_weight_set(spec, weights)  # an unknown set name fails first
+        raise ValueError(
+            f"weights={weights!r} has a 1000-class ImageNet classifier; pass new_head=True to "
+            f"load the backbone and start a new {classes}-class classifier (fine-tuning), use "
+            f"include_top=False for a feature extractor, or classes=1000")
+    weight_sets.check_weights_argument(weights, spec, include_top and not new_head, classes)
+    # Fail before downloading anything: pretrained weights need RGB inputs (or in_channels).
     input_shape = kwargs.get("input_shape")
     input_tensor = kwargs.get("input_tensor")
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
-    validate_input_shape(input_shape, include_top, spec, need_rgb=True)
+    input_shape = validate_input_shape(input_shape, include_top, spec, need_rgb=True,
+                                       in_channels=kwargs.get("in_channels"))
     kwargs.setdefault("normalization",
                       weight_sets.eval_preprocessing(spec, weights).normalization)
+    if new_head:
+        kwargs.setdefault("classifier_initializer", "zeros")
     model = EfficientNet(spec, **kwargs)
-    weight_sets.load_weights_into(model, weights, spec)
+    source = model
+    if input_shape[-1] != 3:  # load into an RGB twin, then adapt its stem
+        rgb_kwargs = dict(kwargs, input_shape=input_shape[:2] + (3,), input_tensor=None,
+                          in_channels=None)
+        source = EfficientNet(spec, **rgb_kwargs)
+    target = source
+    if new_head:
+        target = keras.Model(source.input, source.get_layer(BACKBONE_OUTPUT).output,
+                             name=f"{source.name}_backbone")
+    try:
+        weight_sets.load_weights_into(target, weights, spec)
+    except ValueError as error:
+        if include_top and not new_head:
+            raise ValueError(f"{error}\nIf {weights} was trained for another number of classes, "
+                             f"pass new_head=True to keep its backbone and start a new "
+                             f"{classes}-class classifier") from error
+        raise
+    if source is not model:
+        finetune.copy_weights_adapting_stem(source, model,
+                                            skip=(CLASSIFIER,) if new_head else ())
     return model
 
 
@@ -74,7 +122,8 @@ def feature_extractor(spec: ModelSpec | str, input_shape: tuple | None = None,
     base = build_model(spec, include_top=False, weights=weights,
                        input_shape=input_shape or (None, None, 3), **kwargs)
     outputs = {info.name: base.get_layer(info.layer_name).output for info in feature_info(spec)}
-    return keras.Model(base.inputs, outputs, name=f"{base.name}_features")
+    # base.input (one tensor, not a list): called with a tensor, no structure warning
+    return keras.Model(base.input, outputs, name=f"{base.name}_features")
 
 
 def _public(variant: str) -> Callable[..., keras.Model]:

@@ -2,7 +2,9 @@
 
 Readers see either the old file (or directory) or the complete new one, never half of it; a
 failed write leaves the old one untouched and removes the temporary one. Temporaries are
-``.<name>.<random>.partial`` siblings of the target, never nested inside it.
+``.<name>.<random>.partial`` siblings of the target, never nested inside it. What lands at the
+target gets the permissions of an ordinary ``open``/``mkdir`` under the process umask (temporary
+files start at 0600, which would otherwise leak into the result).
 """
 
 from __future__ import annotations
@@ -13,6 +15,21 @@ import os
 import shutil
 import tempfile
 from typing import Any, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open`` (file) or ``mkdir`` (directory) would have."""
+    path = os.fspath(path)
+    if os.path.islink(path) or not os.path.exists(path):
+        return
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_umask())
 
 
 @contextlib.contextmanager
@@ -30,6 +47,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     os.close(handle)
     try:
         yield tmp
+        honour_umask(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -50,6 +68,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     staging = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
     try:
         yield staging
+        honour_umask(staging)
         aside = None
         if os.path.lexists(path):
             aside = f"{staging}.old"

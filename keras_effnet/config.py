@@ -52,7 +52,11 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Input pipeline (``keras_effnet.data.make_dataset``). ``batch_size`` is GLOBAL (all replicas)."""
+    """Input pipeline (``keras_effnet.data.make_dataset``). ``batch_size`` is GLOBAL (all replicas).
+
+    ``validation_fraction``: for a ``folder:`` source without ``train``/``validation`` subfolders,
+    the share of files (chosen by a hash of the path) that form the validation split.
+    """
 
     source: str = "tfds:imagenet2012"
     train_split: str = "train"
@@ -63,17 +67,24 @@ class DataConfig:
     eval_batch_size: int | None = None
     cache: bool = False
     num_train_examples: int | None = None
+    validation_fraction: float = 0.1
 
 
 @dataclasses.dataclass
 class AugmentationConfig:
-    """Training augmentation: ``name`` is ``autoaugment``, ``randaugment`` or ``none``."""
+    """Training augmentation: ``name`` is ``autoaugment``, ``randaugment`` or ``none``.
+
+    ``semantics``: ``original`` computes every op and the uint8 conversion as tensorflow/tpu
+    ``efficientnet/autoaugment.py`` and ``preprocessing.py`` (the published checkpoints);
+    ``pil`` as the PIL ops the policies were searched with (docs/fidelity.md).
+    """
 
     name: str = "autoaugment"
     randaugment_layers: int = 2
     randaugment_magnitude: int = 10
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    semantics: str = "original"
 
 
 @dataclasses.dataclass
@@ -164,11 +175,14 @@ class Config:
 
 CHOICES = {
     "augmentation.name": ("autoaugment", "randaugment", "none"),
+    "augmentation.semantics": ("original", "pil"),
     "optimizer.name": ("rmsprop", "sgd", "adam"),
     "schedule.decay": ("exponential", "cosine", "constant"),
     "runtime.strategy": ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
 }
+# Keys whose value must lie in [low, high].
+RANGES = {"data.validation_fraction": (0.0, 1.0)}
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -246,6 +260,10 @@ def merge(config: Any, values: dict, prefix: str = "") -> Any:
             if choices is not None and updates[key] not in choices:
                 raise ValueError(f"config key '{full}' must be one of {', '.join(choices)}, "
                                  f"got {updates[key]!r}")
+            low, high = RANGES.get(full, (None, None))
+            if low is not None and not low <= updates[key] <= high:
+                raise ValueError(f"config key '{full}' must be in [{low}, {high}], "
+                                 f"got {updates[key]!r}")
     return dataclasses.replace(config, **updates)
 
 
@@ -257,7 +275,11 @@ def parse_override(text: str) -> dict:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"override {text!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ValueError(f"override {text!r}: the value {raw!r} is not valid YAML; quote "
+                         "strings with special characters") from None
     nested: dict = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -268,7 +290,14 @@ def load_yaml(path: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle) or {}
+        try:
+            values = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"config file {path!r} is not valid YAML{where} "
+                             f"({getattr(error, 'problem', None) or error}); fix the syntax "
+                             "there") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path!r} must hold a mapping at the top level")
     return values

@@ -29,6 +29,18 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+def channel_statistics(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """RGB normalisation statistics for ``channels`` inputs, matching how
+    ``keras_effnet.finetune.adapt_stem_kernel`` adapts the stem (timm's ``adapt_input_conv``):
+    their mean for one channel, the RGB values repeated cyclically for more."""
+    values = tuple(float(v) for v in values)
+    if channels == len(values):
+        return values
+    if channels == 1:
+        return (sum(values) / len(values),)
+    return tuple(values[i % len(values)] for i in range(channels))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ImageNormalization(keras.layers.Layer):
     """Maps RGB images in [0, 255] to normalised inputs in one fused multiply-add.

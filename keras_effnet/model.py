@@ -11,11 +11,13 @@ model).
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import layers
 
 from keras_effnet.layers import (NORMALIZATIONS, BatchNormalization, ImageNormalization,
-                                 StochasticDepth)
+                                 StochasticDepth, channel_statistics)
 from keras_effnet.plan import BlockPlan, block_plan
 from keras_effnet.scaling import STOCHASTIC_DEPTH_RATE, ModelSpec, get_spec
 
@@ -86,15 +88,19 @@ def default_model_name(spec: ModelSpec) -> str:
 
 
 def validate_input_shape(input_shape: tuple | None, include_top: bool, spec: ModelSpec,
-                         need_rgb: bool) -> tuple:
+                         need_rgb: bool, in_channels: int | None = None) -> tuple:
     """The model's (height, width, channels), checked.
 
-    ``None`` gives (res, res, 3) with the top and (None, None, 3) without. ``need_rgb``: the
-    model normalises RGB inputs or loads pretrained weights, so channels must be 3.
+    ``None`` gives (res, res, C) with the top and (None, None, C) without, C = ``in_channels``
+    or 3. ``need_rgb``: the model normalises RGB inputs or loads pretrained weights, so channels
+    must be 3 unless ``in_channels`` asks for another count explicitly.
     """
+    channels_wanted = 3 if in_channels is None else int(in_channels)
+    if channels_wanted < 1:
+        raise ValueError(f"in_channels must be positive, got {in_channels}")
     if input_shape is None:
         size = spec.resolution if include_top else None
-        return (size, size, 3)
+        return (size, size, channels_wanted)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
@@ -104,11 +110,16 @@ def validate_input_shape(input_shape: tuple | None, include_top: bool, spec: Mod
             raise ValueError(f"input {label} {value} is smaller than {MIN_INPUT_SIZE} pixels "
                              f"(input_shape={input_shape}); EfficientNet downsamples 32x, use "
                              f"at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
-    if need_rgb and channels != 3:
+    if in_channels is not None and channels != in_channels:
+        raise ValueError(f"input_shape {input_shape} has {channels} channels but "
+                         f"in_channels={in_channels}; make them agree")
+    if need_rgb and channels != 3 and in_channels is None:
         raise ValueError(f"input_shape {input_shape} has {channels} channels; with "
                          "include_preprocessing=True or pretrained weights the model needs RGB "
-                         "images (3 channels). Convert the images, or pass "
-                         "include_preprocessing=False and weights=None")
+                         f"images (3 channels). Pass in_channels={channels} to adapt the "
+                         "normalisation and the pretrained stem (timm's adapt_input_conv), "
+                         "convert the images, or pass include_preprocessing=False and "
+                         "weights=None")
     return input_shape
 
 
@@ -125,6 +136,8 @@ def EfficientNet(
     dropout_rate: float | None = None,
     include_preprocessing: bool = True,
     normalization: str | None = None,
+    in_channels: int | None = None,
+    classifier_initializer: str | dict | None = None,
 ) -> keras.Model:
     """Build any member of the family from a ``ModelSpec`` (or a variant name), untrained.
 
@@ -144,6 +157,10 @@ def EfficientNet(
         normalization: the input normalisation, a key of ``keras_effnet.layers.NORMALIZATIONS``
             or ``"none"``; default the spec's (weight sets may need another, e.g. AdvProp's
             ``inception``: ``keras_effnet.applications`` passes it).
+        in_channels: input channels other than RGB (1 for grayscale, 4 for RGB + another
+            band); the normalisation statistics are adapted (``layers.channel_statistics``).
+        classifier_initializer: kernel initialiser of ``predictions`` (default the original
+            uniform fan-out one; ``"zeros"`` for a new fine-tuning head, see applications).
 
     Returns:
         A functional ``keras.Model`` taking float RGB images in [0, 255].
@@ -151,8 +168,9 @@ def EfficientNet(
     spec = get_spec(spec)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if not isinstance(classes, int) or classes < 1:
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    classes = int(classes)  # numpy integers (e.g. from a label array) are welcome
     if not 0.0 <= stochastic_depth_rate < 1.0:
         raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
     dropout_rate = spec.dropout if dropout_rate is None else dropout_rate
@@ -166,7 +184,7 @@ def EfficientNet(
     if input_tensor is not None and input_shape is None:
         input_shape = tuple(input_tensor.shape[1:])
     input_shape = validate_input_shape(input_shape, include_top, spec,
-                                       need_rgb=include_preprocessing)
+                                       need_rgb=include_preprocessing, in_channels=in_channels)
     if input_tensor is None:
         inputs = layers.Input(shape=input_shape, name="input_layer")
     elif keras.backend.is_keras_tensor(input_tensor):
@@ -178,6 +196,8 @@ def EfficientNet(
     x = inputs
     if include_preprocessing and normalization != "none":
         mean, stddev = NORMALIZATIONS[normalization]
+        channels = input_shape[-1]
+        mean, stddev = channel_statistics(mean, channels), channel_statistics(stddev, channels)
         x = ImageNormalization(mean, stddev, name="normalization", dtype=_float32_if_mixed())(x)
 
     x = _conv(spec.stem_channels(), 3, strides=2, name="stem_conv")(x)
@@ -197,7 +217,8 @@ def EfficientNet(
         if dropout_rate > 0:
             x = layers.Dropout(dropout_rate, name="top_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation,
-                         kernel_initializer=DENSE_INITIALIZER, name="predictions",
+                         kernel_initializer=classifier_initializer or DENSE_INITIALIZER,
+                         name="predictions",
                          dtype=_float32_if_mixed())(x)
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -6,13 +6,17 @@
   initialised to ONE (Keras' ``RMSprop`` starts it at zero, which makes the first steps huge).
 - ``WarmupExponentialDecay``: linear warm-up, then ``lr * rate ** (step / decay_steps)`` (staircase).
 - ``scaled_learning_rate``: the linear scaling rule, ``lr_per_256 * global_batch / 256``.
+- ``schedule_steps``: the schedule's step counts from epochs as the original computes them
+  (steps per epoch a float, ``int()`` only where the original truncates).
 - ``ExponentialMovingAverage``: EMA of the trainable weights AND the batch-norm moving statistics,
-  distribution-aware, with the original warm-up ``decay = min(decay, (1 + step) / (10 + step))``.
+  distribution-aware, with the original warm-up ``decay = min(decay, (1 + t) / (10 + t))``, t the
+  global step after the update (1 at the first).
 - ``weight_decay_variables`` / ``l2_weight_decay``: the explicit L2 term of the recipe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -87,6 +91,51 @@ def scaled_learning_rate(lr_per_256: float, global_batch_size: int) -> float:
     return lr_per_256 * global_batch_size / 256.0
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleSteps:
+    """Step counts of a schedule given in epochs, as tensorflow/tpu ``efficientnet/main.py`` and
+    ``utils.py`` compute them.
+
+    Attributes:
+        steps_per_epoch: ``num_train_images / train_batch_size``, a float (``main.py`` passes it
+            unrounded in ``params['steps_per_epoch']``): 312.78 for ImageNet at 4096.
+        warmup_steps: ``int(warmup_epochs * steps_per_epoch)`` (``utils.build_learning_rate``
+            truncates): 1563 for 5 epochs at 4096.
+        decay_steps: ``steps_per_epoch * decay_epochs``, a float (``tf.train.exponential_decay``
+            takes it as is): 750.68 for 2.4 epochs at 4096.
+        total_steps: ``int(epochs * steps_per_epoch)``, the original's ``train_steps``
+            (its default 218949 is int(350 * 1281167 / 2048)).
+    """
+
+    steps_per_epoch: float
+    warmup_steps: int
+    decay_steps: float
+    total_steps: int
+
+
+def schedule_steps(num_train_examples: int, global_batch_size: int, epochs: float,
+                   warmup_epochs: float, decay_epochs: float,
+                   steps_per_epoch: float | None = None) -> ScheduleSteps:
+    """``ScheduleSteps`` of a run: epochs over ``num_train_examples`` at ``global_batch_size``.
+
+    ``steps_per_epoch`` overrides ``num_train_examples / global_batch_size`` (a fixed epoch
+    length); ValueError for a non-positive size or batch.
+    """
+    if global_batch_size <= 0:
+        raise ValueError(f"global batch size must be positive, got {global_batch_size}")
+    if steps_per_epoch is None:
+        if num_train_examples <= 0:
+            raise ValueError(f"num_train_examples must be positive, got {num_train_examples}")
+        steps_per_epoch = num_train_examples / global_batch_size
+    if steps_per_epoch <= 0:
+        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+    steps_per_epoch = float(steps_per_epoch)
+    return ScheduleSteps(steps_per_epoch=steps_per_epoch,
+                         warmup_steps=int(warmup_epochs * steps_per_epoch),
+                         decay_steps=decay_epochs * steps_per_epoch,
+                         total_steps=max(1, int(epochs * steps_per_epoch)))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to ``peak_lr`` over ``warmup_steps``, then exponential decay.
@@ -97,7 +146,8 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     the warm-up. ``step`` is the optimiser iteration (0 for the first update).
 
     The recipe (tensorflow/tpu ``efficientnet/main.py``): ``peak_lr = 0.016 * global_batch / 256``, 5 warm-up epochs,
-    ``decay_rate = 0.97``, ``decay_steps = 2.4 epochs``, staircase.
+    ``decay_rate = 0.97``, ``decay_steps = 2.4 epochs``, staircase; ``schedule_steps`` turns the
+    epochs into ``warmup_steps`` and ``decay_steps`` as the original does.
     """
 
     def __init__(self, peak_lr: float, warmup_steps: int, decay_steps: float, decay_rate: float = 0.97,
@@ -257,10 +307,14 @@ def ema_variables(model) -> list:
 class ExponentialMovingAverage(tf.Module):
     """EMA of model variables, checkpointable, working under any ``tf.distribute`` strategy.
 
-    ``decay_t = min(decay, (1 + t) / (10 + t))`` when ``warmup`` (as ``tf.train.ExponentialMovingAverage``
-    with ``num_updates=global_step`` in the original code), so short runs are not dominated by the
-    random initialisation; ``decay_t = decay`` otherwise. Create it inside ``strategy.scope()``;
-    ``apply`` and ``swap`` must be called in cross-replica context (outside ``strategy.run``).
+    ``decay_t = min(decay, (1 + t) / (10 + t))`` when ``warmup``, so short runs are not dominated
+    by the random initialisation; ``decay_t = decay`` otherwise. t is the number of updates
+    including this one (1 at the first update): the original builds
+    ``tf.train.ExponentialMovingAverage(decay, num_updates=global_step)`` and applies it under a
+    control dependency on ``optimizer.minimize(loss, global_step)``, so it reads the global step
+    after the increment (tensorflow/tpu ``efficientnet/main.py``). ``num_updates`` counts the
+    updates applied. Create it inside ``strategy.scope()``; ``apply`` and ``swap`` must be called
+    in cross-replica context (outside ``strategy.run``).
     """
 
     def __init__(self, variables, decay: float = 0.9999, warmup: bool = True, name="ema"):
@@ -282,7 +336,9 @@ class ExponentialMovingAverage(tf.Module):
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def current_decay(self, step=None):
-        step = self.num_updates if step is None else step
+        """The decay of the update that makes ``step`` updates (default: the next update,
+        ``num_updates + 1``)."""
+        step = self.num_updates + 1 if step is None else step
         decay = tf.constant(self.decay, tf.float32)
         if self.warmup:
             t = tf.cast(step, tf.float32)
@@ -293,7 +349,7 @@ class ExponentialMovingAverage(tf.Module):
     def apply(self):
         """One EMA update from the current model variables (cross-replica context)."""
         strategy = self._strategy
-        decay = self.current_decay()
+        decay = self.current_decay()  # t = num_updates + 1: this update included
 
         def update(shadow, value, decay):
             decay = tf.cast(decay, shadow.dtype)

@@ -48,8 +48,14 @@ def load_images(paths: Sequence[str | os.PathLike], settings: EvalPreprocessing)
         raise FileNotFoundError(f"image files not found: {', '.join(missing)}")
     images = []
     for path in paths:
+        with open(path, "rb") as stream:
+            data = stream.read()
+        # TF decodes a truncated JPEG without error (grey bottom rows): refuse it by its markers.
+        if data.startswith(b"\xff\xd8") and not data.rstrip(b"\0\r\n").endswith(b"\xff\xd9"):
+            raise ValueError(f"cannot read image {os.fspath(path)!r}: the JPEG is truncated (no "
+                             "end-of-image marker); copy the file again")
         try:
-            encoded = tf.io.read_file(os.fspath(path))
+            encoded = tf.constant(data)
             images.append(preprocess_for_eval(encoded, settings).numpy())
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
             message = getattr(error, "message", str(error)).strip().splitlines()[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 
 from keras_effnet.blocks import EFFICIENTNET_B0_BLOCKS, EFFICIENTNET_LITE_BLOCKS, BlockArgs
@@ -177,10 +178,24 @@ def compound_coefficients(phi: float, alpha: float = ALPHA, beta: float = BETA,
 
     ``phi`` may be fractional or negative (smaller than the baseline).
     """
+    check_phi(phi)
     for label, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-        if value < 1:
-            raise ValueError(f"{label} must be >= 1 (paper eq. 3), got {value}")
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 1:
+            raise ValueError(f"{label} must be a finite number >= 1 (paper eq. 3), got {value!r}")
     return beta ** phi, alpha ** phi, gamma ** phi
+
+
+# |phi| beyond this is no network anyone can build: phi=40 asks for 23,520 blocks at 59,000 px
+# (B7 is phi~6, L2 about phi~11 by depth); phi=-16 is already a 32 px, 16-block toy.
+MAX_ABS_PHI = 16
+
+
+def check_phi(phi: float) -> None:
+    """Refuse a compound coefficient that is not a finite number in [-16, 16]."""
+    if isinstance(phi, bool) or not isinstance(phi, numbers.Real) or not math.isfinite(phi) \
+            or abs(phi) > MAX_ABS_PHI:
+        raise ValueError(f"phi must be a finite number in [-{MAX_ABS_PHI}, {MAX_ABS_PHI}] "
+                         f"(B0 is 0, B7 about 6), got {phi!r}")
 
 
 def flops_multiplier(phi: float, alpha: float = ALPHA, beta: float = BETA,

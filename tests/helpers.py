@@ -136,3 +136,37 @@ def run_cli(name, argv):
         values.unparse_flags()
         values([name] + list(argv))
         return module.main([name])
+
+
+def original_eval_of_pixels(array, image_size, crop_padding=32):
+    """The original's evaluation of decoded pixels, computed from the ops it called
+    (tensorflow/tpu ``efficientnet/preprocessing.py``: the centre crop of S / (S + 32) in float32,
+    TF1 ``resize_bicubic``, no clipping) -> float32 [S, S, 3]."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    array = np.asarray(array)
+    height, width = array.shape[:2]
+    crop = int(np.float32(image_size / (image_size + crop_padding)) * np.float32(min(height, width)))
+    top, left = ((height - crop) + 1) // 2, ((width - crop) + 1) // 2
+    window = array[None, top:top + crop, left:left + crop]
+    return tf.compat.v1.image.resize_bicubic(window, [image_size, image_size])[0].numpy()
+
+
+def original_eval_of_bytes(image_bytes, image_size, crop_padding=32):
+    """The original's ``_decode_and_center_crop`` + ``preprocess_for_eval`` of encoded bytes: the
+    fused JPEG decode-and-crop and TF1 ``resize_bicubic`` (float32, not clipped). Other formats,
+    which the original did not read, are decoded first and get the same crop and resize."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    image_bytes = tf.convert_to_tensor(image_bytes)
+    if bytes(image_bytes.numpy()[:2]) != b"\xff\xd8":
+        pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        return original_eval_of_pixels(pixels.numpy(), image_size, crop_padding)
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    height, width = shape[0], shape[1]
+    crop = tf.cast((image_size / (image_size + crop_padding))
+                   * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    window = tf.stack([((height - crop) + 1) // 2, ((width - crop) + 1) // 2, crop, crop])
+    image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    image = tf.compat.v1.image.resize_bicubic([image], [image_size, image_size])[0]
+    return tf.reshape(image, [image_size, image_size, 3]).numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 
 from keras_effnet import benchmark
@@ -129,6 +130,32 @@ def test_small_end_to_end_run():
                      ("applications", "training")}
     assert all(row.images_per_second > 0 and row.rounds == 2 for row in rows)
     assert all(row.ratio_median > 0 for row in rows if row.engine != "applications")
+
+
+@pytest.mark.slow
+def test_reduced_precision_engines_run_and_are_in_the_default_set():
+    assert set(benchmark.REDUCED_PRECISION_ENGINES) <= set(benchmark.DEFAULT_ENGINES)
+    engines = ("applications-tflite", "effnet-tflite-int8", "effnet-onnxruntime-int8",
+               "effnet-openvino", "effnet-openvino-int8")
+    config = BenchmarkConfig(model="b0", image_size=32, batch_sizes=(2,), train_batch_size=None,
+                             engines=engines, rounds=1, warmup=1, min_round_seconds=0.0,
+                             memory=False)
+    rows, unavailable = benchmark.run_benchmark(config, log=lambda message: None)
+    measured = {row.engine for row in rows}
+    assert measured | set(unavailable) == set(engines)
+    assert all(row.baseline == "applications-tflite" for row in rows
+               if row.engine != "applications-tflite")
+
+
+def test_int8_report_table_gives_agreement_and_probability_change():
+    from keras_effnet.cli import report_int8  # noqa: PLC0415
+
+    reference = np.array([[3.0, 1.0, 0.0, 0, 0, 0], [0.0, 2.0, 1.0, 0, 0, 0]])
+    changed = reference.copy()
+    changed[1] = [0.0, 1.0, 2.0, 0, 0, 0]
+    table = report_int8.agreement_table(reference, {"same": reference, "changed": changed})
+    assert "| same | 1.000 | 1.000 | 0.0000 | 0.0000 |" in table
+    assert "| changed | 0.500 |" in table
 
 
 @pytest.mark.parametrize("name, own_flags", [

@@ -76,3 +76,68 @@ def test_parse_override_and_yaml_round_trip():
         parse_override("no_equals_sign")
     config = load_config(overrides=["model.phi=-4", "runtime.max_steps=3"])
     assert Config.from_dict(yaml.safe_load(config.to_yaml())) == config
+
+
+def test_augmentation_semantics_and_validation_fraction_keys():
+    config = Config()
+    assert config.augmentation.semantics == "original" and config.data.validation_fraction == 0.1
+    config = load_config(overrides=["augmentation.semantics=pil", "data.validation_fraction=0.25"])
+    assert config.augmentation.semantics == "pil" and config.data.validation_fraction == 0.25
+    with pytest.raises(ValueError, match=r"'augmentation.semantics' must be one of original, pil"):
+        load_config(overrides=["augmentation.semantics=tf2"])
+    with pytest.raises(ValueError, match=r"'data.validation_fraction' must be in \[0.0, 1.0\]"):
+        load_config(overrides=["data.validation_fraction=1.5"])
+
+
+def _flat_folder(root, per_class=8):
+    """Class folders without train/validation subfolders (the split comes from the fraction)."""
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    for label, name in enumerate(("a", "b")):
+        os.makedirs(root / name)
+        for index in range(per_class):
+            pixels = np.random.RandomState(10 * label + index).randint(0, 256, (40, 48, 3))
+            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{index}.png")
+    return f"folder:{root}"
+
+
+def test_config_reaches_the_input_pipeline(tmp_path):
+    """data.validation_fraction reaches dataset_info and the pipelines; augmentation.semantics
+    reaches preprocess_for_train (the same images as make_dataset(semantics=...) itself)."""
+    import numpy as np  # noqa: PLC0415
+
+    from keras_effnet import data  # noqa: PLC0415
+    from keras_effnet.training import inputs  # noqa: PLC0415
+
+    source = _flat_folder(tmp_path)
+    base = ["model.name=efficientnet-b0", f"data.source={source}", "data.batch_size=4",
+            "data.image_size=32", "augmentation.name=randaugment", "runtime.seed=3",
+            "runtime.deterministic=true"]
+    held_out = []
+    for fraction in (0.25, 0.5):
+        config = load_config(overrides=base + [f"data.validation_fraction={fraction}"])
+        facts = inputs.dataset_facts(config)
+        held_out.append(data.dataset_info(source, "validation",
+                                          validation_fraction=fraction).num_examples)
+        assert facts.num_eval_examples == held_out[-1]
+        assert facts.num_train_examples == 16 - held_out[-1]
+        evaluated = sum(int(labels.shape[0]) for _, labels in inputs.eval_dataset(config, 32))
+        assert evaluated == held_out[-1]
+    assert 0 < held_out[0] < held_out[1] < 16  # the fraction, not the default 0.1, decided
+
+    def first_batch(semantics, direct=False):
+        config = load_config(overrides=base + [f"augmentation.semantics={semantics}"])
+        if direct:
+            dataset = data.make_dataset(source, "train", image_size=32, batch_size=4, training=True,
+                                        augment="randaugment", seed=3, deterministic=True,
+                                        num_classes=2, semantics=semantics)
+        else:
+            dataset = inputs.train_dataset(config, 32, 2, worker_index=0, num_workers=1,
+                                           num_replicas=1)
+        return next(iter(dataset))[0].numpy()
+
+    original, pil = first_batch("original"), first_batch("pil")
+    np.testing.assert_array_equal(original, first_batch("original", direct=True))
+    np.testing.assert_array_equal(pil, first_batch("pil", direct=True))
+    assert not np.array_equal(original, pil)  # PIL rounds to uint8 where the original truncates

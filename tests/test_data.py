@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_effnet import data
+from helpers import original_eval_of_bytes
 
 SIZE = 24
 
@@ -74,16 +75,31 @@ def test_folder_source_skips_and_counts_bad_images(image_folder, capfd):
     assert info.num_examples == 2 * (len(GOOD) + len(BAD))
     stats = data.InputStats()
     ds = data.make_dataset(f"folder:{image_folder}", "train", image_size=SIZE, batch_size=5,
-                           training=False, stats=stats)
-    labels = []
+                           training=False, stats=stats, deterministic=True)
+    labels, produced = [], []
     for images, batch_labels in ds:
         assert images.dtype == tf.float32 and images.shape[1:] == (SIZE, SIZE, 3)
-        assert float(tf.reduce_min(images)) >= 0 and float(tf.reduce_max(images)) <= 255
+        produced.extend(images.numpy())
         labels.extend(batch_labels.numpy().tolist())
     assert len(labels) == 2 * len(GOOD)
     assert sorted(set(labels)) == [0, 1]
     assert stats.skipped == 2 * len(BAD) and stats.decode_errors == 0
     assert "skipping unreadable image" in capfd.readouterr().err
+    # The evaluation path is the original's (crop, TF1 resize_bicubic, not clipped), recomputed
+    # from the ops it called, file by file in the folder's order (classes, then sorted names).
+    files = [os.path.join(image_folder, "train", name, file) for name in ("cat", "dog")
+             for file in sorted(GOOD, key=lambda f: os.path.join(image_folder, "train", name, f))]
+    expected = [original_eval_of_bytes(open(path, "rb").read(), SIZE) for path in files]
+    np.testing.assert_array_equal(np.stack(produced), np.stack(expected))
+    assert np.min(expected) < 0 or np.max(expected) > 255  # noise overshoots: nothing clips it
+    # Clipped paths stay in [0, 255]: tf.image.resize's bicubic, and training with augmentation.
+    clipped = data.make_dataset(
+        f"folder:{image_folder}", "train", image_size=SIZE, batch_size=5, training=False,
+        eval_preprocessing=data.eval_preprocessing_for("folder:x", SIZE).replace(resize_method="bicubic"))
+    trained = data.make_dataset(f"folder:{image_folder}", "train", image_size=SIZE, batch_size=5,
+                                training=True, augment="autoaugment", seed=0).take(3)
+    for images, _ in list(clipped) + list(trained):
+        assert float(tf.reduce_min(images)) >= 0 and float(tf.reduce_max(images)) <= 255
 
 
 def test_folder_training_pipeline_with_augmentation(image_folder):

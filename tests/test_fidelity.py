@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from helpers import real_photos
+from helpers import original_eval_of_pixels, real_photos
 from keras_effnet import augment, preprocessing
 
 PHOTOS = real_photos(names=("chelsea", "coffee"))
@@ -38,13 +38,8 @@ def _original_eval(image_bytes, image_size, crop_padding=32):
     return tf.image.convert_image_dtype(tf.reshape(image, [image_size, image_size, 3]), tf.float32)
 
 
-def _original_eval_of_pixels(array, image_size, crop_padding=32):
-    """The same crop and resize applied to decoded pixels (slicing instead of the fused decode)."""
-    height, width = array.shape[:2]
-    crop = int(np.float32(image_size / (image_size + crop_padding)) * np.float32(min(height, width)))
-    top, left = ((height - crop) + 1) // 2, ((width - crop) + 1) // 2
-    window = array[None, top:top + crop, left:left + crop]
-    return tf.compat.v1.image.resize_bicubic(window, [image_size, image_size])[0].numpy()
+# The same crop and resize applied to decoded pixels (slicing instead of the fused decode).
+_original_eval_of_pixels = original_eval_of_pixels
 
 
 def test_real_photos_are_available():
@@ -159,9 +154,49 @@ def test_measured_differences():
     f64 = np.array([int(s / (s + 32) * short) for s, short in pairs])
     rows.append(("crop size float32 vs float64 (10 sizes x short sides 1..4096)",
                  f"{int(np.sum(f32 != f64))} of {len(pairs)} differ"))
+    rows.extend(_schedule_rows())
     print()
     for label, value in rows:
         print(f"  {label:62s} {value}")
+
+
+def _schedule_rows():
+    """The recipe's schedule at 4096 and the EMA warm-up: the original's rule (now ours) against
+    the rule this package had (steps per epoch floored, warm-up rounded, EMA t = 0 first)."""
+    from keras_effnet import optim  # noqa: PLC0415
+
+    images, batch = 1281167, 4096
+    ours = optim.schedule_steps(images, batch, epochs=350, warmup_epochs=5, decay_epochs=2.4)
+    floored = images // batch
+    before = (round(5 * floored), 2.4 * floored, 350 * floored)
+    assert (ours.warmup_steps, before[0]) == (1563, 1560)
+    assert abs(ours.decay_steps - 750.684) < 1e-3 and abs(before[1] - 748.8) < 1e-9
+    assert (ours.total_steps, before[2]) == (109474, 109200)
+    peak = 0.016 * batch / 256
+    lr_ours = optim.WarmupExponentialDecay(peak, ours.warmup_steps, ours.decay_steps)
+    lr_before = optim.WarmupExponentialDecay(peak, before[0], before[1])
+    gap = max(abs(lr_ours.value(s) - lr_before.value(s)) / lr_ours.value(s)
+              for s in range(1, ours.total_steps))
+    # Cosine (not the recipe): ours from the warm-up end against utils.py's from step 0.
+    cosine = optim.WarmupCosineDecay(1.0, ours.warmup_steps, ours.total_steps)
+    cosine_gap, cosine_at = max((abs(cosine.value(s) - 0.5 * (1 + np.cos(np.pi * s / ours.total_steps))), s)
+                                for s in range(ours.warmup_steps, ours.total_steps + 1))
+    assert 0.01 < cosine_gap < 0.02
+    # The initial value's weight in the average after n updates: prod of the decays.
+    def initial_weight(first_t, n=10):
+        return float(np.prod([(1 + t) / (10 + t) for t in range(first_t, first_t + n)]))
+    return [
+        ("schedule at 4096: warm-up steps, original / before", f"{ours.warmup_steps} / {before[0]}"),
+        ("schedule at 4096: decay every, original / before", f"{ours.decay_steps:.2f} / {before[1]:.1f} steps"),
+        ("schedule at 4096: 350 epochs, original / before",
+         f"{ours.total_steps} / {before[2]} steps ({before[2] / ours.total_steps - 1:+.2%})"),
+        ("schedule at 4096: largest learning-rate difference", f"{gap:.2%} of the original's"),
+        ("cosine (not the recipe) against utils.py's, largest gap",
+         f"{cosine_gap:.2%} of the peak at step {cosine_at}"),
+        ("EMA first update decay, original (t = 1) / before (t = 0)", f"{2 / 11:.4f} / {1 / 10:.4f}"),
+        ("EMA weight of the start after 10 updates, original / before",
+         f"{initial_weight(1):.2e} / {initial_weight(0):.2e}"),
+    ]
 
 
 @pytest.mark.slow
@@ -191,3 +226,86 @@ def test_lite0_predictions_equal_the_original_pipeline(tmp_path):
         print(f"  Lite0 {name}: top-1 class {top} p = {original[index, top]:.2%} (original pipeline), "
               f"{ours[index, top]:.2%} (default), {other[index, top]:.2%} (bicubic); largest change "
               f"with bicubic {np.abs(other[index] - original[index]).max():.2%}")
+
+
+def _example(image_bytes, label):
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
+               "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def b0_weights_file(tmp_path_factory):
+    """A B0 weight file (random weights, non-trivial batch norm): no download, as in CI."""
+    from keras_effnet import build_model  # noqa: PLC0415 (only these tests build a network)
+    from helpers import randomized_batch_norm  # noqa: PLC0415
+
+    model = build_model("efficientnet-b0", classifier_activation=None)
+    model.set_weights(randomized_batch_norm(model))
+    path = tmp_path_factory.mktemp("b0") / "efficientnet-b0.weights.h5"
+    model.save_weights(str(path))
+    return model, str(path)
+
+
+def test_tools_evaluate_reproduces_a_weight_sets_accuracy(b0_weights_file, tmp_path, capsys):
+    """``tools/evaluate.py --model VARIANT --weights SET_OR_FILE --data SOURCE``: the accuracy of
+    the weights through their own evaluation settings, recomputed here with the original's
+    pipeline (tensorflow/tpu preprocessing.py: fused JPEG crop, TF1 resize_bicubic) and the model;
+    on 1-based TFRecords (label_offset=-1) as the original's ImageNet files, and on a folder."""
+    import json  # noqa: PLC0415
+
+    from helpers import original_eval_of_bytes, run_cli  # noqa: PLC0415
+    from keras_effnet import weights  # noqa: PLC0415
+    from keras_effnet.training import evaluation  # noqa: PLC0415
+
+    model, path = b0_weights_file
+    photos = [PHOTOS[0], PHOTOS[1], PHOTOS[0][40:, 30:], PHOTOS[1][:, ::-1], PHOTOS[1][50:350, :280]]
+    encoded = [_jpeg(photo) for photo in photos]
+    logits = model.predict(np.stack([original_eval_of_bytes(data, 224) for data in encoded]), verbose=0)
+    ranked = np.argsort(-logits, axis=1)
+    # Labels the original pipeline gets right at top-1, at top-5 only, and not at all.
+    labels = [int(ranked[0, 0]), int(ranked[1, 3]), int(ranked[2, 0]), int(ranked[3, 999]),
+              int(ranked[4, 0])]
+    want_top1 = np.mean([label == row[0] for label, row in zip(labels, ranked)])
+    want_top5 = np.mean([label in row[:5] for label, row in zip(labels, ranked)])
+    assert (want_top1, want_top5) == (0.6, 0.8)
+    with tf.io.TFRecordWriter(str(tmp_path / "validation-00000-of-00001")) as writer:
+        for data, label in zip(encoded, labels):
+            writer.write(_example(data, label + 1))  # 1-based, as the original's records
+
+    status = run_cli("evaluate", ["--model", "efficientnet-b0", "--weights", path,
+                                  "--data", f"tfrecord:{tmp_path}/{{split}}-*",
+                                  "--label_offset=-1", "--eval_batch_size=2"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["top1"], result["top5"], result["examples"]) == (want_top1, want_top5, 5)
+    assert result["split"] == "validation" and result["published_top1"] is None
+    # The file's settings are the variant's, which are exactly those of its published sets.
+    settings = weights.get_weight_set("efficientnet-b0", "autoaugment").eval
+    assert result["eval_preprocessing"] == settings.to_dict()
+    assert settings.resize_method == "bicubic_tf1" and settings.crop_padding == 32
+
+    folder = tmp_path / "images"
+    for split in ("train", "validation"):
+        for index, (data, label) in enumerate(zip(encoded, labels)):
+            (folder / split / f"class{label:04d}").mkdir(parents=True, exist_ok=True)
+            (folder / split / f"class{label:04d}" / f"{index}.jpg").write_bytes(data)
+    # A folder's labels are its sorted class folders' indices: recompute the expectation.
+    names = sorted({f"class{label:04d}" for label in labels})
+    folder_labels = [names.index(f"class{label:04d}") for label in labels]
+    result = evaluation.evaluate_weights("b0", path, f"folder:{folder}", batch_size=3)
+    assert result["top1"] == np.mean([label == row[0] for label, row in zip(folder_labels, ranked)])
+    assert result["examples"] == 5
+    # Named sets report the published top-1 (tensorflow/tpu README) for comparison.
+    assert evaluation.published_top1("b0", "autoaugment") == pytest.approx(0.771)
+    assert evaluation.published_top1("lite0", "imagenet") == pytest.approx(0.751)
+
+
+def test_tools_evaluate_weights_errors(capsys):
+    from helpers import run_cli  # noqa: PLC0415
+
+    assert run_cli("evaluate", ["--weights", "imagenet"]) == 1
+    assert "--weights needs --model VARIANT" in capsys.readouterr().err
+    assert run_cli("evaluate", ["--model", "b0", "--weights", "advprop-typo",
+                                "--data", "tfrecord:/no/such/*"]) == 1
+    assert "no weight set 'advprop-typo' for efficientnet-b0" in capsys.readouterr().err

@@ -252,3 +252,21 @@ def test_weight_set_decides_the_normalisation(monkeypatch):
     np.testing.assert_allclose(plain.get_layer("normalization").mean.numpy(), IMAGENET_MEAN_RGB)
     with pytest.raises(ValueError, match="unknown normalization 'zca'"):
         keras_effnet.model.EfficientNet("b0", normalization="zca")
+
+
+def test_in_channels_adapts_the_normalisation_statistics():
+    gray = keras_effnet.build_model("b0", input_shape=(32, 32, 1), in_channels=1)
+    normalization = gray.get_layer("normalization")
+    np.testing.assert_allclose(normalization.mean.numpy(), [np.mean((0.485, 0.456, 0.406))],
+                               rtol=1e-6)
+    assert gray.get_layer("stem_conv").kernel.shape == (3, 3, 1, 32)
+    four = keras_effnet.build_model("lite0", include_top=False, in_channels=4)
+    assert four.input_shape == (None, None, None, 4)
+    with pytest.raises(ValueError, match="in_channels=4"):
+        keras_effnet.build_model("b0", input_shape=(32, 32, 3), in_channels=4)
+
+
+def test_classifier_initializer():
+    model = keras_effnet.build_model("b0", input_shape=(32, 32, 3), classes=3,
+                                     classifier_initializer="zeros")
+    assert not np.any(model.get_layer("predictions").kernel.numpy())

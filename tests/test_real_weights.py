@@ -22,7 +22,7 @@ import pytest
 from keras_effnet import build_model, weights
 from keras_effnet.imagenet import class_index
 from keras_effnet.preprocessing import preprocess_for_eval
-from helpers import real_photos
+from helpers import original_eval_of_pixels, real_photos
 
 LITE0 = "efficientnet-lite0"
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -53,7 +53,12 @@ def photos():
     settings = weights.eval_preprocessing(LITE0, "imagenet")
     images = real_photos(names=("chelsea", "coffee"))
     batch = np.stack([preprocess_for_eval(image, settings).numpy() for image in images])
-    assert batch.shape == (2, 224, 224, 3) and 0 <= batch.min() and batch.max() <= 255
+    assert batch.shape == (2, 224, 224, 3)
+    # The set's settings are the original's evaluation (TF1 resize_bicubic, not clipped: the
+    # values may overshoot 0..255 a little), computed here from the ops it called.
+    np.testing.assert_array_equal(batch, np.stack([original_eval_of_pixels(image, 224)
+                                                   for image in images]))
+    assert batch.min() < 0 and batch.max() > 255  # these photos overshoot; nothing clips them
     return batch
 
 

@@ -132,6 +132,32 @@ def test_bad_input_fails_before_training(tmp_path):
     assert not os.path.exists(tmp_path / "checkpoint")  # nothing was trained
 
 
+def test_recipe_schedule_follows_the_original():
+    """The recipe's schedule at 4096 (tensorflow/tpu efficientnet/main.py + utils.py): steps per
+    epoch 1281167 / 4096 unrounded, int() of the 5 warm-up epochs, decay every 2.4 epochs as a
+    float; the loop's whole-step epochs do not change it."""
+    from keras_effnet import scaling  # noqa: PLC0415
+    from keras_effnet.training import task as task_lib  # noqa: PLC0415
+
+    config = Config()
+    facts = training.DatasetFacts(num_classes=1000, num_train_examples=1281167)
+    run = training.TrainingTask(config, scaling.get_spec("b0"), facts, 224, "imagenet",
+                                steps_per_epoch=1281167 // 4096, total_steps=109474,
+                                global_batch=4096, num_replicas=1)
+    steps = run.schedule_steps
+    assert steps.steps_per_epoch == 1281167 / 4096
+    assert steps.warmup_steps == int(5 * (1281167 / 4096)) == 1563
+    assert steps.decay_steps == pytest.approx(2.4 * 1281167 / 4096) == 750.6837890625
+    assert steps.total_steps == int(350 * (1281167 / 4096)) == 109474
+    _, schedule = task_lib.build_optimizer(config, steps, 4096)
+    assert (schedule.warmup_steps, schedule.decay_steps) == (1563, steps.decay_steps)
+    assert schedule.value(1562) == pytest.approx(0.256 * 1562 / 1563)
+    assert schedule.value(2252) == pytest.approx(0.256 * 0.97 ** 2)  # 3 x 750.68 = 2252.05
+    assert schedule.value(2253) == pytest.approx(0.256 * 0.97 ** 3)
+    fixed = task_lib.schedule_steps(load_config(overrides=["runtime.steps_per_epoch=7"]), 1281167, 4096)
+    assert (fixed.steps_per_epoch, fixed.warmup_steps) == (7.0, 35)
+
+
 @pytest.mark.parametrize("command, own", [
     (["tools/train.py"], ("model_dir", "config", "set", "epochs")),
     (["-m", "keras_effnet.cli.evaluate"], ("model_dir", "checkpoint", "follow", "split", "dataset")),

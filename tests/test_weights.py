@@ -149,10 +149,35 @@ def test_registry_rows_carry_checksums_and_eval_settings():
     assert b6.checksum is None and b6.eval.resolution == 528
     assert weights.get_weight_set("b3", "advprop").eval.normalization == "inception"
     lite = weights.eval_preprocessing("lite0", "imagenet")
-    assert (lite.normalization, lite.resolution, lite.resize_method) == ("lite", 224, "bicubic")
+    # The original's TF1 resize_bicubic and S / (S + 32) crop (tensorflow/tpu preprocessing.py).
+    assert (lite.normalization, lite.resolution, lite.resize_method) == ("lite", 224, "bicubic_tf1")
     assert lite.crop_fraction is None and lite.crop_padding == 32
     assert weights.eval_preprocessing("l2", "noisy-student-475").resolution == 475
     assert weights.eval_preprocessing("b2").resolution == 260  # no set: the variant's own
+
+
+def test_every_set_names_the_evaluation_its_publisher_ran():
+    """Each row: TF1 resize_bicubic, the S / (S + 32) crop, the set's normalisation; the later
+    0.875 crop is a named rule, S / (S + round(S / 7)), not a guess."""
+    from keras_effnet.eval_preprocessing import DEFAULT_RESIZE_METHOD  # noqa: PLC0415
+    from keras_effnet.weights import registry  # noqa: PLC0415 (the registry's own tables)
+
+    assert registry.RESIZE_METHOD == "bicubic_tf1" == DEFAULT_RESIZE_METHOD
+    for (model, name), row in weights.WEIGHT_SETS.items():
+        resize, crop_rule, normalization = registry.SET_EVALUATION[name]
+        assert (row.eval.resize_method, crop_rule) == ("bicubic_tf1", "padding-32"), (model, name)
+        assert (row.eval.crop_fraction, row.eval.crop_padding) == (None, 32), (model, name)
+        expected = normalization or keras_effnet.get_spec(model).normalization
+        assert row.eval.normalization == expected, (model, name)
+        assert row.eval.resolution == (475 if name == "noisy-student-475"
+                                       else keras_effnet.get_spec(model).resolution)
+        assert row.top1 is not None and 75 < row.top1 < 89, (model, name)
+    assert weights.get_weight_set("lite3", "imagenet").eval.normalization == "lite"
+    later = {s: registry.evaluation_settings(s, "imagenet", "fraction-0.875") for s in (224, 240, 600)}
+    assert {s: v.crop_padding for s, v in later.items()} == {224: 32, 240: 34, 600: 86}
+    assert later[224].effective_crop_fraction == 0.875
+    with pytest.raises(ValueError, match="unknown crop rule 'center'"):
+        registry.evaluation_settings(224, "imagenet", "center")
 
 
 def test_unknown_or_mismatched_weights_fail_before_building():
@@ -162,7 +187,7 @@ def test_unknown_or_mismatched_weights_fail_before_building():
         weights.check_weights_argument("noisy", spec, True, 1000)
     with pytest.raises(ValueError, match="no weight set 'advprop' for efficientnet-lite0"):
         build_model("lite0", weights="advprop")
-    with pytest.raises(ValueError, match="use classes=1000, or include_top=False"):
+    with pytest.raises(ValueError, match="use include_top=False for a feature extractor, or classes=1000"):
         build_model(B0, weights="noisy-student", classes=10)
     with pytest.raises(FileNotFoundError, match="neither a weight-set name"):
         build_model(B0, weights="/no/such/file.weights.h5")

@@ -20,6 +20,7 @@ from keras_effnet import build_model
 from keras_effnet.benchmark.timing import (TRAINABLE_ENGINES, BenchmarkConfig, EngineUnavailable, Row,
                                            interleave, rows_from)
 from keras_effnet.deploy import deploy
+from keras_effnet.preprocessing import EvalPreprocessing
 from keras_effnet.scaling import canonical_name, get_spec
 
 logger = logging.getLogger(__name__)
@@ -74,26 +75,65 @@ def _training_step(model, images, labels, jit_compile: bool) -> Callable[[], obj
     return step
 
 
+CALIBRATION_IMAGES = 16
+
+
+def calibration_images(count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
+    """int8 calibration for the benchmark: scikit-image's photographs (uint8, any size) when
+    installed, else uniform noise; the speed of an int8 engine does not depend on which."""
+    try:
+        from skimage import data  # noqa: PLC0415  (the test extra)
+        photos = [getattr(data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")]
+    except Exception:  # noqa: BLE001 (missing package or optional downloads)
+        photos = []
+    rng = np.random.default_rng(0)
+    while len(photos) < count:
+        photos.append(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    return photos[:count]
+
+
 def _export(kind: str, model, path: str) -> str:
-    """Export through ``keras_effnet.export`` (the one exporter); ``kind`` tflite or onnx."""
+    """Export through ``keras_effnet.export`` (the one exporter); ``kind`` is ``tflite``,
+    ``onnx`` or ``openvino``, optionally with a precision (``tflite-int8``, ``openvino-bf16``)."""
     try:
         from keras_effnet import export  # noqa: PLC0415  (optional converters: tf2onnx, onnx)
     except ImportError as error:
         raise EngineUnavailable(f"keras_effnet.export is not available ({error})") from error
-    if kind == "tflite":
-        export.export_tflite(model, path, quantization="float32", overwrite=True)
-    else:
-        export.export_onnx(model, path, opset=17, overwrite=True)
+    fmt, _, quantization = kind.partition("-")
+    quantization = quantization or "float32"
+    calibration = calibration_images() if quantization == "int8" else None
+    try:
+        if fmt == "tflite":
+            export.export_tflite(model, path, quantization=quantization, overwrite=True,
+                                 representative_images=calibration)
+        elif fmt == "openvino":
+            export.export_openvino(model, path, quantization=quantization, overwrite=True,
+                                   representative_images=calibration)
+        elif quantization == "int8":
+            float_path = path.replace("-int8.onnx", ".onnx")
+            if not os.path.exists(float_path):
+                export.export_onnx(model, float_path, opset=17, overwrite=True)
+            size = int(model.input_shape[1])
+            images = export.representative_arrays(calibration, EvalPreprocessing(size),
+                                                  len(calibration))
+            export.quantize_onnx_int8(float_path, path, images)
+        else:
+            export.export_onnx(model, path, opset=17, overwrite=True)
+    except ImportError as error:
+        raise EngineUnavailable(str(error)) from error
     return path
 
 
 def _tflite_step(path: str, images: np.ndarray, threads: int | None) -> Callable[[], object]:
-    # XNNPACK is TFLite's default CPU delegate for float models.
+    # XNNPACK is TFLite's default CPU delegate (float and int8 models).
     interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or os.cpu_count())
-    input_index = interpreter.get_input_details()[0]["index"]
+    detail = interpreter.get_input_details()[0]
+    input_index = detail["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, list(images.shape))
     interpreter.allocate_tensors()
+    if detail["dtype"] == np.uint8:  # int8 models take uint8 pixels
+        images = np.clip(np.round(images), 0, 255).astype(np.uint8)
 
     def step():
         interpreter.set_tensor(input_index, images)
@@ -117,6 +157,20 @@ def _onnxruntime_step(path: str, images: np.ndarray,
 
     def step():
         return session.run(None, {input_name: images})
+
+    return step
+
+
+def _openvino_step(path: str, images: np.ndarray, threads: int | None) -> Callable[[], object]:
+    try:
+        from keras_effnet import export  # noqa: PLC0415
+        compiled = export.compile_openvino(path, threads=threads)
+    except ImportError as error:
+        raise EngineUnavailable(str(error)) from error
+    request = compiled.create_infer_request()
+
+    def step():
+        return request.infer([images])
 
     return step
 
@@ -194,22 +248,27 @@ class EngineSet:
 
     def _exported(self, engine: str) -> str:
         if engine not in self.exports:
-            source, kind = engine.rsplit("-", 1)
-            kind = "tflite" if kind == "tflite" else "onnx"
+            source, kind = engine.split("-", 1)  # effnet / tflite-int8
+            kind = kind.replace("onnxruntime", "onnx")
+            fmt, _, quantization = kind.partition("-")
             # Our exported engines start from the deploy transform.
             model = self._keras("effnet-deploy" if source == "effnet" else "applications")
-            path = os.path.join(self._export_dir(),
-                                f"{source}_{self.config.model}_{self.image_size}.{kind}")
+            suffix = f"-{quantization}" if quantization else ""
+            extension = {"openvino": "xml"}.get(fmt, fmt)
+            path = os.path.join(self._export_dir(), f"{source}_{self.config.model}_"
+                                f"{self.image_size}{suffix}.{extension}")
             self.exports[engine] = _export(kind, model, path)
         return self.exports[engine]
 
     def inference_step(self, engine: str, images: np.ndarray) -> Callable[[], object]:
         if engine in ("effnet", "effnet-deploy", "applications"):
             return _inference_step(self._keras(engine), images, self.config.jit_compile)
-        if engine.endswith("-tflite"):
+        if "-tflite" in engine:
             return _tflite_step(self._exported(engine), images, self.config.threads)
-        if engine.endswith("-onnxruntime"):
+        if "-onnxruntime" in engine:
             return _onnxruntime_step(self._exported(engine), images, self.config.threads)
+        if "-openvino" in engine:
+            return _openvino_step(self._exported(engine), images, self.config.threads)
         if engine == "timm":
             if "timm" not in self.models:
                 self.models["timm"] = _timm_model(self.image_size, self.config.threads)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from typing import Sequence
 
 from keras_effnet.benchmark.engines import EngineSet, configure_frameworks, random_batch, variant_size
@@ -72,6 +73,22 @@ def _probe_entry(queue, engine: str, config: BenchmarkConfig) -> None:
         queue.put({"engine": engine, "error": f"{type(error).__name__}: {error}"})
 
 
+def _result_or_exit(queue, process, engine: str, timeout: float) -> dict:
+    """The probe's result; an error entry when the probe dies without one (killed for memory,
+    a crash) instead of waiting ``timeout`` for a result that never comes."""
+    import queue as queues  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return queue.get(timeout=2.0)
+        except queues.Empty:
+            if not process.is_alive():
+                return {"engine": engine, "error": f"probe process exited with code "
+                                                   f"{process.exitcode} before reporting"}
+    return {"engine": engine, "error": f"no result within {timeout:.0f} s"}
+
+
 def measure_memory(config: BenchmarkConfig, engines: Sequence[str] = ("effnet", "applications"),
                    timeout: float = 900.0) -> list[dict]:
     """Peak RSS of each Keras engine, each in its own spawned process (see module docstring)."""
@@ -84,7 +101,7 @@ def measure_memory(config: BenchmarkConfig, engines: Sequence[str] = ("effnet", 
         process = context.Process(target=_probe_entry, args=(queue, engine, config))
         process.start()
         try:
-            results.append(queue.get(timeout=timeout))
+            results.append(_result_or_exit(queue, process, engine, timeout))
         finally:
             process.join(timeout=60)
             if process.is_alive():

@@ -23,10 +23,21 @@ ENGINES: dict[str, str] = {
     "effnet-onnxruntime": "applications-tflite",
     "applications-tflite": "",
     "applications-onnxruntime": "applications-tflite",
+    "effnet-tflite-float16": "applications-tflite",
+    "effnet-tflite-int8": "applications-tflite",
+    "effnet-onnxruntime-int8": "applications-tflite",
+    "effnet-openvino": "applications-tflite",
+    "effnet-openvino-bf16": "applications-tflite",
+    "effnet-openvino-int8": "applications-tflite",
     "timm": "applications",
 }
+# Reduced-precision engines: their outputs differ from float32 (the int8 report measures how much).
+REDUCED_PRECISION_ENGINES = ("effnet-tflite-float16", "effnet-tflite-int8",
+                             "effnet-onnxruntime-int8", "effnet-openvino-bf16",
+                             "effnet-openvino-int8")
 DEFAULT_ENGINES = ("effnet", "applications", "effnet-deploy", "effnet-tflite",
-                   "applications-tflite", "effnet-onnxruntime", "applications-onnxruntime")
+                   "applications-tflite", "effnet-onnxruntime", "applications-onnxruntime",
+                   "effnet-openvino", *REDUCED_PRECISION_ENGINES)
 TRAINABLE_ENGINES = ("effnet", "applications", "timm")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 

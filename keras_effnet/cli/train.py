@@ -8,7 +8,6 @@ command to resume).
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags
@@ -31,14 +30,16 @@ def main(argv) -> int:
     common.start_logging()
     try:
         metrics = training.train(common.config_from_flags())
-    except (ValueError, FileNotFoundError, PermissionError, training.TrainingStopped) as error:
+    except (ValueError, OSError, training.TrainingStopped, training.RunLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed: nothing trained
+        print("interrupted before training started; nothing was changed", file=sys.stderr)
+        return 130
     if metrics.get("interrupted"):
         print(f"stopped at step {metrics['step']} (signal); rerun to resume", file=sys.stderr)
         return common.EXIT_PREEMPTED
-    print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
+    return 0  # the loop printed the summary; the metrics are in MODEL_DIR/metrics.json
 
 
 def run() -> None:

@@ -150,6 +150,7 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
                  crop_fraction: float | None = None, crop_padding: int | None = None,
                  area_range: Sequence[float] | None = None, flip: bool | None = None,
                  label_offset: int = 0, validation_fraction: float = 0.1,
+                 semantics: str = augment_lib.DEFAULT_SEMANTICS,
                  download: bool = True, manual_dir: str | None = None,
                  image_key: str = "image", label_key: str = "label",
                  stats: InputStats | None = None, num_parallel_calls: int = AUTOTUNE,
@@ -165,6 +166,8 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
       training: random crop + flip + augmentation, shuffling, and by default repeat and
         drop_remainder; else the evaluation centre crop, one pass, partial last batch.
       augment: None, "autoaugment" (`autoaugment_policy`) or "randaugment" (N, M).
+      semantics: augmentation op semantics, "original" (tensorflow/tpu autoaugment.py, the
+        default) or "pil" (see ``keras_effnet.augment``); training only.
       mixup_alpha, cutmix_alpha: > 0 turns labels into mixed one-hot float32 [B, C].
       num_classes: required for "tfrecord:" with MixUp/CutMix; when given, every label is
         checked to be in [0, num_classes) (otherwise against the dataset's own classes).
@@ -178,6 +181,8 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
       area_range, flip: training crop area range and mirroring (default
         ``train_defaults_for(source)``: ImageNet's (0.08, 1.0) and True; the digits' (0.5, 1.0), no flip).
       label_offset: added to TFRecord labels (-1 for the original 1-based ImageNet records).
+      validation_fraction: for a folder without split subfolders, the share of files in
+        "validation" (by a hash of the path).
       stats: an InputStats to count skipped images in (one is created if None; read it
         from `dataset.input_stats` when the attribute could be attached).
       num_parallel_calls, threadpool_size: map parallelism and tf.data's private thread
@@ -199,6 +204,7 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if augment not in preprocessing.AUGMENTATIONS:
         raise ValueError(f"augment must be one of {preprocessing.AUGMENTATIONS}, got {augment!r}.")
+    augment_lib.check_semantics(semantics)
     drop_remainder = training if drop_remainder is None else drop_remainder
     repeat = training if repeat is None else repeat
     stats = stats or InputStats()
@@ -230,7 +236,7 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
                 make = lambda: preprocessing.preprocess_for_train(  # noqa: E731
                     image_bytes, image_size, augment, randaugment_layers, randaugment_magnitude,
                     seed=element_seed, autoaugment_policy=autoaugment_policy, area_range=area_range,
-                    flip=flip)
+                    flip=flip, semantics=semantics)
             else:
                 make = lambda: preprocessing.preprocess_for_eval(image_bytes, eval_settings)  # noqa: E731
             image = tf.cond(complete, make, lambda: tf.zeros([image_size, image_size, 3], tf.float32))

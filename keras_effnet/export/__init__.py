@@ -1,4 +1,5 @@
-"""Export: serving SavedModel, TF-Hub feature-vector / classification modules, TFLite, ONNX.
+"""Export: serving SavedModel, TF-Hub feature-vector / classification modules, TFLite, ONNX,
+OpenVINO.
 
 Every writer takes a Keras model (float RGB in [0, 255], normalisation inside, logits out) and
 writes beside the output, then renames into place: an interrupted export leaves nothing
@@ -11,6 +12,7 @@ One module per job:
 - ``serving``: TF Serving SavedModel whose signatures run the evaluation preprocessing;
 - ``hub``: TF-Hub reusable SavedModels (feature vector, classification);
 - ``tflite``: float32 / float16 / dynamic / int8; ``onnx``: through tf2onnx;
+- ``openvino``: OpenVINO IR from the deploy graph, float32 / bf16 / int8 (NNCF);
 - ``metadata``: ``metadata.json``; ``graph``: model views (logits head, input size);
 - ``staging``: output checks and atomic directories; ``runtimes``: running the exports;
 - ``dispatch``: ``export(source, fmt, output)``, one directory with the model and its metadata.
@@ -18,13 +20,17 @@ One module per job:
 See docs/export.md.
 """
 
-from keras_effnet.export.dispatch import FORMATS, MODEL_FILES, export
+from keras_effnet.export.dispatch import (ALL_QUANTIZATIONS, FORMAT_QUANTIZATIONS, FORMATS,
+                                          MODEL_FILES, export)
 from keras_effnet.export.graph import backbone_model, export_view
 from keras_effnet.export.hub import (export_hub_classification, export_hub_feature_vector,
                                      hub_module, import_tensorflow_hub)
 from keras_effnet.export.metadata import (METADATA_FILE, build_metadata, read_metadata,
                                           write_metadata)
-from keras_effnet.export.onnx import DEFAULT_OPSET, export_onnx
+from keras_effnet.export.onnx import DEFAULT_OPSET, export_onnx, quantize_onnx_int8
+from keras_effnet.export.openvino import (OPENVINO_QUANTIZATIONS, bf16_supported,
+                                          compile_openvino, cpu_capabilities, export_openvino,
+                                          openvino_predict)
 from keras_effnet.export.runtimes import onnx_predict, tflite_predict, top1_agreement
 from keras_effnet.export.serving import DEFAULT_TOP_K, export_saved_model, serving_module
 from keras_effnet.export.source import (ExportSource, classes_in_file, default_labels,
@@ -35,6 +41,8 @@ from keras_effnet.export.tflite import (NUM_REPRESENTATIVE, QUANTIZATIONS, calib
                                         export_tflite, representative_arrays)
 
 __all__ = [
+    "ALL_QUANTIZATIONS", "FORMAT_QUANTIZATIONS", "OPENVINO_QUANTIZATIONS", "bf16_supported",
+    "compile_openvino", "cpu_capabilities", "export_openvino", "openvino_predict", "quantize_onnx_int8",
     "DEFAULT_OPSET", "DEFAULT_TOP_K", "FORMATS", "METADATA_FILE", "MODEL_FILES",
     "NUM_REPRESENTATIVE", "QUANTIZATIONS", "ExportError", "ExportSource", "backbone_model",
     "build_metadata", "calibration_data", "check_output", "classes_in_file", "default_labels", "export",

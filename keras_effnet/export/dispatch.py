@@ -11,8 +11,10 @@ import tensorflow as tf
 
 from keras_effnet.export.hub import hub_module
 from keras_effnet.export.onnx import DEFAULT_OPSET, export_onnx
+from keras_effnet.export.openvino import OPENVINO_QUANTIZATIONS, export_openvino
 from keras_effnet.export.serving import DEFAULT_TOP_K, serving_module
-from keras_effnet.export.tflite import NUM_REPRESENTATIVE, check_quantization, export_tflite
+from keras_effnet.export.tflite import (NUM_REPRESENTATIVE, QUANTIZATIONS, check_quantization,
+                                        export_tflite)
 from keras_effnet.export.metadata import METADATA_FILE, build_metadata, write_metadata
 from keras_effnet.export.source import ExportSource, load_source, source_from_model
 from keras_effnet.export.staging import check_output, staged_directory
@@ -20,8 +22,22 @@ from keras_effnet.preprocessing import EvalPreprocessing
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "hub_feature_vector", "hub_classification", "tflite", "onnx")
-MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+FORMATS = ("saved_model", "hub_feature_vector", "hub_classification", "tflite", "onnx",
+           "openvino")
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+# ``quantization=`` values each format takes (the others take float32 only).
+FORMAT_QUANTIZATIONS = {"tflite": QUANTIZATIONS, "openvino": OPENVINO_QUANTIZATIONS}
+ALL_QUANTIZATIONS = tuple(dict.fromkeys(QUANTIZATIONS + OPENVINO_QUANTIZATIONS))
+
+
+def check_format_quantization(fmt: str, quantization: str) -> None:
+    """Raise ValueError when ``fmt`` has no ``quantization`` mode, naming the ones it has."""
+    if fmt == "tflite":
+        check_quantization(quantization)
+    allowed = FORMAT_QUANTIZATIONS.get(fmt, ("float32",))
+    if quantization not in allowed:
+        raise ValueError(f"format {fmt!r} takes quantization {', '.join(allowed)}, "
+                         f"got {quantization!r}")
 
 
 def _io_metadata(source: ExportSource, fmt: str, *, quantization: str, opset: int, top_k: int,
@@ -41,6 +57,11 @@ def _io_metadata(source: ExportSource, fmt: str, *, quantization: str, opset: in
                     outputs=["feature_vector" if fmt == "hub_feature_vector" else "logits"],
                     weight_decay=weight_decay)
     int8 = fmt == "tflite" and quantization == "int8"
+    if fmt == "openvino":
+        return dict(input={"dtype": "float32", "shape": [None, size, size, 3], "range": [0, 255],
+                           "note": "apply preprocessing first"},
+                    outputs=["logits"], quantization=quantization,
+                    files=["model.xml", "model.bin"])
     extra: dict[str, Any] = dict(
         input={"dtype": "uint8" if int8 else "float32",
                "shape": [1 if fmt == "tflite" else None, size, size, 3], "range": [0, 255],
@@ -68,9 +89,11 @@ def export(model_or_source, fmt: str, output: str | os.PathLike, *, weights: str
             ``labels`` when known), an ``ExportSource``, a variant name (with ``weights=``), or
             None with ``model_dir=`` (a training run: its EMA weights and class names).
         fmt: one of ``FORMATS``. saved_model / hub_* write a SavedModel directory at ``output``;
-            tflite / onnx write ``output/model.tflite`` / ``output/model.onnx``.
-        quantization, representative_data, num_representative: TFLite (see ``export_tflite``);
-            for int8 the source's input pipeline is used when ``representative_data`` is None.
+            tflite / onnx / openvino write ``output/model.tflite`` / ``output/model.onnx`` /
+            ``output/model.xml`` (+ ``model.bin``).
+        quantization, representative_data, num_representative: TFLite (see ``export_tflite``)
+            and OpenVINO (float32 / bf16 / int8, see ``export_openvino``); for int8 the
+            source's input pipeline is used when ``representative_data`` is None.
         weight_decay: Hub ``regularization_losses`` factor (default: the run's config).
 
     Returns the path of the model (directory or file).
@@ -82,7 +105,7 @@ def export(model_or_source, fmt: str, output: str | os.PathLike, *, weights: str
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    check_quantization(quantization)
+    check_format_quantization(fmt, quantization)
     include_top = fmt != "hub_feature_vector"
     source = _as_source(model_or_source, weights=weights, model_dir=model_dir, classes=classes,
                         image_size=image_size, include_top=include_top,
@@ -102,14 +125,15 @@ def export(model_or_source, fmt: str, output: str | os.PathLike, *, weights: str
         elif fmt.startswith("hub_"):
             root = hub_module(source.model, fmt[len("hub_"):], decay)
             tf.saved_model.save(root, target, signatures=root.signatures())
-        elif fmt == "tflite":
+        elif fmt in ("tflite", "openvino"):
             representative = representative_data
             if representative is None and quantization == "int8":
                 representative = source.representative_data
-            export_tflite(source.model, os.path.join(target, MODEL_FILES["tflite"]),
-                                 quantization=quantization, representative_images=representative,
-                                 eval_preprocessing=source.eval_preprocessing,
-                                 num_representative=num_representative)
+            writer = export_tflite if fmt == "tflite" else export_openvino
+            writer(source.model, os.path.join(target, MODEL_FILES[fmt]),
+                   quantization=quantization, representative_images=representative,
+                   eval_preprocessing=source.eval_preprocessing,
+                   num_representative=num_representative)
         else:
             export_onnx(source.model, os.path.join(target, MODEL_FILES["onnx"]), opset=opset,
                              image_size=source.eval_preprocessing.resolution)

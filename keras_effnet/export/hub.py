@@ -118,7 +118,10 @@ def import_tensorflow_hub():
     """``import tensorflow_hub``, working around its use of the removed ``pkg_resources``.
 
     tensorflow-hub 0.16 imports ``pkg_resources.parse_version``, which setuptools >= 81 no
-    longer ships; a stand-in using ``packaging.version.parse`` is installed when it is missing.
+    longer ships. The ``hub`` extra pins ``setuptools<81`` so that user code importing
+    tensorflow_hub on its own works (tests/test_hub_snippet.py); for environments without it, a
+    stand-in using ``packaging.version.parse`` is installed here when ``pkg_resources`` is
+    missing (it serves keras_effnet's own imports only, never the user's).
     """
     try:
         import pkg_resources  # noqa: F401, PLC0415

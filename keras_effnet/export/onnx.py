@@ -56,3 +56,36 @@ def export_onnx(model: keras.Model, output_path: str | os.PathLike, *, opset: in
     if metadata is not None:
         write_metadata(os.path.splitext(output_path)[0] + ".json", metadata)
     return output_path
+
+
+def quantize_onnx_int8(float_path: str | os.PathLike, output_path: str | os.PathLike,
+                       images: Iterable) -> str:
+    """Static int8 quantisation (QDQ, per-channel weights) of an ONNX file by
+    ``onnxruntime.quantization.quantize_static``, calibrated on float32 images [S, S, 3] in
+    [0, 255] (e.g. ``tflite.representative_arrays``: the path TFLite int8 calibrates on).
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+        ValueError: no calibration images.
+    """
+    try:
+        from onnxruntime import quantization as ort_quant  # noqa: PLC0415 (the onnx extra)
+    except ImportError as error:
+        raise ImportError(f"int8 ONNX needs onnxruntime: pip install onnxruntime ({error})") from error
+    batches = [image[None].astype("float32") for image in images]
+    if not batches:
+        raise ValueError("int8 ONNX quantization needs calibration images; got none")
+    import onnx  # noqa: PLC0415 (installed with tf2onnx)
+
+    input_name = onnx.load(os.fspath(float_path), load_external_data=False).graph.input[0].name
+    reader = iter([{input_name: batch} for batch in batches])
+
+    class Reader(ort_quant.CalibrationDataReader):
+        def get_next(self):
+            return next(reader, None)
+
+    ort_quant.quantize_static(os.fspath(float_path), os.fspath(output_path), Reader(),
+                              quant_format=ort_quant.QuantFormat.QDQ, per_channel=True,
+                              activation_type=ort_quant.QuantType.QInt8,
+                              weight_type=ort_quant.QuantType.QInt8)
+    return os.fspath(output_path)

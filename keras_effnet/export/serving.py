@@ -10,10 +10,16 @@ Every signature returns ``logits``, ``probabilities`` [B, C], ``top_k_classes`` 
 
 The first three call ``keras_effnet.preprocessing.preprocess_batch_for_eval(images, settings)``
 with the source's ``EvalPreprocessing``: the function training and evaluation use.
+
+The network inside is the deploy graph (``keras_effnet.deploy.deploy``: batch norm folded into
+the convolutions, dropout removed): a serving model is never trained, and the folded graph is
+1.3-1.5x faster in TensorFlow (docs/performance.md) with outputs within 1e-4 of the model's.
+The Hub modules stay on the trainable graph (``hub``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable, Sequence
 
@@ -21,10 +27,13 @@ import keras
 import tensorflow as tf
 
 from keras_effnet import preprocessing
+from keras_effnet.deploy import deploy
 from keras_effnet.export.graph import default_eval_preprocessing, export_view, has_classifier
 from keras_effnet.export.metadata import METADATA_FILE, write_metadata
 from keras_effnet.export.staging import staged_directory
 from keras_effnet.preprocessing import EvalPreprocessing
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 SIGNATURES = ("serving_default", "uint8_images", "encoded_images", "preprocessed_images")
@@ -104,7 +113,8 @@ class ServingModule(tf.Module):
 def serving_module(model: keras.Model, settings: EvalPreprocessing,
                    labels: Sequence[str] | None = None,
                    top_k: int = DEFAULT_TOP_K) -> ServingModule:
-    """The serving root for ``model`` (a classifier; a softmax head is served as logits).
+    """The serving root for ``model`` (a classifier; a softmax head is served as logits), running
+    its deploy graph (batch norm folded; a subclassed model, which has no graph, runs as is).
 
     Raises:
         ValueError: no classifier, or labels that do not match it.
@@ -116,6 +126,10 @@ def serving_module(model: keras.Model, settings: EvalPreprocessing,
     labels = list(labels) if labels else [str(i) for i in range(classes)]
     if len(labels) != classes:
         raise ValueError(f"{len(labels)} labels for a model with {classes} classes")
+    try:
+        model = deploy(model)
+    except ValueError as error:  # a subclassed model: no graph to fold
+        logger.info("serving %r as built: %s", model.name, error)
     return ServingModule(model, settings, labels, top_k)
 
 

@@ -6,20 +6,22 @@ checkpoint; ``load_run_model(run_dir)`` is the model of a run for evaluation, ex
 prediction. See docs/training.md for the recipe and the choices made.
 
 Modules: ``task`` (network, optimiser, loss, replica steps), ``loop`` (the ``Trainer``),
-``checkpoints``, ``inputs`` (dataset facts and pipelines), ``run_files`` (run-directory writing,
+``checkpoints``, ``guards`` (run lock, resume and divergence checks), ``inputs`` (dataset facts and pipelines), ``run_files`` (run-directory writing,
 ``load_run_model``), ``evaluation``.
 """
 
 from keras_effnet.training.checkpoints import RunCheckpoints, check_writable
 from keras_effnet.training.evaluation import (
     evaluate_checkpoint, evaluate_loaded, evaluator, follow_checkpoints)
+from keras_effnet.training.guards import RunLock, RunLocked, TrainingDiverged
 from keras_effnet.training.inputs import dataset_facts
 from keras_effnet.training.loop import Trainer, train
 from keras_effnet.training.run_files import load_run_model, run_config
 from keras_effnet.training.task import DatasetFacts, TrainingStopped, TrainingTask
 
 __all__ = [
-    "DatasetFacts", "RunCheckpoints", "Trainer", "TrainingStopped", "TrainingTask",
+    "DatasetFacts", "RunCheckpoints", "RunLock", "RunLocked", "Trainer", "TrainingDiverged",
+    "TrainingStopped", "TrainingTask",
     "check_writable", "dataset_facts", "evaluate_checkpoint", "evaluate_loaded", "evaluator",
     "follow_checkpoints", "load_run_model", "run_config", "train",
 ]

@@ -76,10 +76,23 @@ class RunCheckpoints:
                 max_to_keep=keep + 1)
 
     def save(self, step: int) -> str:
-        """Save data position, then training state, both numbered ``step``. Returns the prefix."""
-        if self.data_manager is not None:
-            self.data_manager.save(checkpoint_number=step)
-        path = self.manager.save(checkpoint_number=step)
+        """Save data position, then training state, both numbered ``step``. Returns the prefix.
+
+        Raises:
+            OSError: the write failed (disk full, permissions); the partial ``ckpt-<step>_temp``
+                files are removed and the previous checkpoint stays current.
+        """
+        try:
+            if self.data_manager is not None:
+                self.data_manager.save(checkpoint_number=step)
+            path = self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            self._remove_partial(step)
+            latest = tf.train.latest_checkpoint(self.manager.directory)
+            raise OSError(f"could not write checkpoint ckpt-{step} in {self.model_dir!r} "
+                          f"({getattr(error, 'message', None) or error}); the partial files were "
+                          f"removed and the last checkpoint is {latest or 'none'}. Free disk "
+                          "space (or fix permissions), then rerun to resume") from None
         self._clean_scratch()
         logger.info("saved checkpoint %s", path)
         return path
@@ -107,6 +120,17 @@ class RunCheckpoints:
                 logger.warning("no data-iterator state for step %d in %s: the input pipeline "
                                "restarts from a fresh shuffle", step, self.data_manager.directory)
         return step
+
+    def _remove_partial(self, step: int) -> None:
+        directories = [self.manager.directory]
+        if self.data_manager is not None:
+            directories.append(self.data_manager.directory)
+        for directory in directories:
+            for path in tf.io.gfile.glob(os.path.join(directory, f"ckpt-{step}_temp*")):
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                else:
+                    tf.io.gfile.remove(path)
 
     def _clean_scratch(self) -> None:
         if self._scratch is not None:

@@ -12,13 +12,16 @@ from keras_effnet.training.task import DatasetFacts
 def dataset_facts(config: Config) -> DatasetFacts:
     """Classes, class names and example counts from ``data.dataset_info``; clear error if missing."""
     source, data_dir = config.data.source, config.data.data_dir
+    fraction = config.data.validation_fraction
     try:
-        train_info = data.dataset_info(source, config.data.train_split, data_dir=data_dir)
+        train_info = data.dataset_info(source, config.data.train_split, data_dir=data_dir,
+                                       validation_fraction=fraction)
     except (FileNotFoundError, ValueError, OSError) as error:
         raise FileNotFoundError(f"cannot open the training data {source!r} split "
                                 f"{config.data.train_split!r}: {error}") from None
     try:
-        eval_info = data.dataset_info(source, config.data.eval_split, data_dir=data_dir)
+        eval_info = data.dataset_info(source, config.data.eval_split, data_dir=data_dir,
+                                      validation_fraction=fraction)
     except (FileNotFoundError, ValueError, OSError) as error:
         raise FileNotFoundError(f"cannot open the evaluation data {source!r} split "
                                 f"{config.data.eval_split!r}: {error}") from None
@@ -34,7 +37,8 @@ def train_dataset(config: Config, image_size: int, num_classes: int, *, worker_i
     """This worker's repeated training pipeline, batches of ``batch_size / num_workers``.
 
     The trainer slices each batch across the worker's local replicas; with several workers the
-    input context only shards the files.
+    input context only shards the files. ``augmentation.semantics`` reaches
+    ``preprocessing.preprocess_for_train`` through ``data.make_dataset``.
     """
     aug = config.augmentation
     context = None
@@ -46,8 +50,9 @@ def train_dataset(config: Config, image_size: int, num_classes: int, *, worker_i
         augment=None if aug.name == "none" else aug.name,
         randaugment_layers=aug.randaugment_layers,
         randaugment_magnitude=aug.randaugment_magnitude,
-        mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha,
+        mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, semantics=aug.semantics,
         num_classes=num_classes, data_dir=config.data.data_dir,
+        validation_fraction=config.data.validation_fraction,
         seed=config.runtime.seed, deterministic=config.runtime.deterministic,
         cache=config.data.cache, input_context=context, drop_remainder=True, repeat=True)
 
@@ -58,4 +63,4 @@ def eval_dataset(config: Config, image_size: int) -> tf.data.Dataset:
         config.data.source, config.data.eval_split, image_size=image_size,
         batch_size=config.data.eval_batch_size or config.data.batch_size, training=False,
         data_dir=config.data.data_dir, cache=config.data.cache, drop_remainder=False,
-        repeat=False)
+        repeat=False, validation_fraction=config.data.validation_fraction)

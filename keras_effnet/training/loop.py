@@ -22,9 +22,13 @@ from keras_effnet.distribute import configure_logical_cpus, create_strategy, tas
 from keras_effnet.run_dir import METRICS_FILE, RunDirectory
 from keras_effnet.training.inputs import dataset_facts, eval_dataset, train_dataset
 from keras_effnet.training.checkpoints import RunCheckpoints, check_writable
+from keras_effnet.training.guards import (
+    RunLock, TrainingDiverged, check_not_diverged, check_resume, loss_problem, record_divergence,
+    weights_problem)
+from keras_effnet.training.reporting import TrainingReport
 from keras_effnet.training.run_files import run_metadata, write_final_model, write_run_start
 from keras_effnet.training.task import (
-    DatasetFacts, TrainingStopped, TrainingTask, model_normalization)
+    DatasetFacts, TrainingTask, model_normalization)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,13 @@ class Trainer:
                              f"{cfg.optimizer.label_smoothing}")
         if not 0 <= cfg.optimizer.ema_decay < 1:
             raise ValueError(f"optimizer.ema_decay must be in [0, 1), got {cfg.optimizer.ema_decay}")
+        if not cfg.optimizer.lr_per_256 > 0:
+            raise ValueError(f"optimizer.lr_per_256 must be positive, got "
+                             f"{cfg.optimizer.lr_per_256} (the published recipe uses 0.016)")
+        for key in ("eval_every_epochs", "log_every_steps", "keep_checkpoints"):
+            value = getattr(cfg.runtime, key)
+            if value < 1:
+                raise ValueError(f"runtime.{key} must be at least 1, got {value}")
         resolve_spec(cfg.model)  # unknown variant names fail here
 
     def _validate_batches(self) -> None:
@@ -95,6 +106,10 @@ class Trainer:
                     f"{label}={batch} is not divisible by the {self.num_replicas} replicas of the "
                     f"{cfg.runtime.strategy} strategy; use a multiple of {self.num_replicas} "
                     "(batch sizes are global)")
+        if self.facts.num_classes < 2:
+            raise ValueError(f"the dataset {cfg.data.source!r} has {self.facts.num_classes} "
+                             "class: a classifier needs at least 2 (check that each class has "
+                             "its own sub-folder, or the labels of the records)")
         if cfg.model.num_classes and cfg.model.num_classes != self.facts.num_classes:
             raise ValueError(f"model.num_classes={cfg.model.num_classes} but the dataset "
                              f"{cfg.data.source!r} has {self.facts.num_classes} classes")
@@ -195,7 +210,8 @@ class Trainer:
             self._stop_signal = signum
             logger.warning("received signal %d: saving a checkpoint and stopping", signum)
 
-        return signal.signal(signal.SIGTERM, handler)
+        # Ctrl-C (SIGINT) is treated as SIGTERM: checkpoint, then stop (issue 13).
+        return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     def _start(self):
         """Build (initial weights only for a fresh run), write the run files, restore the latest
@@ -203,6 +219,7 @@ class Trainer:
         fresh = tf.train.latest_checkpoint(self.model_dir) is None
         self.build(initial_weights=fresh)
         if self.is_chief:
+            check_resume(self.model_dir, self.config)  # again, now under the lock
             metadata = run_metadata(self.config, self.spec, self.facts, self.image_size,
                                     self.task.normalization,
                                     custom_data=self._train_override is not None)
@@ -227,7 +244,21 @@ class Trainer:
         return iterator, restored
 
     def train(self) -> dict:
-        """Run (or resume) the job to ``schedule.epochs``; returns the final metrics."""
+        """Run (or resume) the job to ``schedule.epochs``; returns the final metrics.
+
+        Raises:
+            guards.RunLocked: another live job trains in ``model_dir``.
+            TrainingDiverged: the loss or weights went non-finite / exploded.
+        """
+        # Before anything is written (evaluation of the run is not held to these).
+        check_resume(self.model_dir, self.config)
+        check_not_diverged(self.model_dir, self.config)
+        if not self.is_chief:
+            return self._train()
+        with RunLock(self.model_dir):
+            return self._train()
+
+    def _train(self) -> dict:
         rt = self.config.runtime
         iterator, restored = self._start()
         train_fn = tf.function(self._train_step, jit_compile=rt.jit_compile)
@@ -237,32 +268,30 @@ class Trainer:
         last_saved = step if restored is not None else -1
         last_eval = None
         start_step, start_time = step, time.time()
-        progbar = None
+        self._first_loss = None
+        # Console progress (a bar per epoch in a terminal; one plain line per epoch when not a
+        # terminal or with runtime.progress_bar=false), summary.csv and curves.png.
+        self._report = TrainingReport(
+            self.model_dir, epochs=math.ceil(self.total_steps / self.steps_per_epoch),
+            steps_per_epoch=self.steps_per_epoch, enabled=self.is_chief,
+            num_classes=self.facts.num_classes, start_step=step,
+            interactive=None if rt.progress_bar else False)
         try:
             while step < self.stop_step:
-                epoch = step // self.steps_per_epoch
-                if progbar is None and rt.progress_bar and self.is_chief:
-                    logger.info("epoch %d/%d", epoch + 1,
-                                math.ceil(self.total_steps / self.steps_per_epoch))
-                    progbar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=[
-                        "loss", "top1", "lr", "images/s"])
                 tick = time.time()
                 outputs = train_fn(iterator)
                 loss = float(outputs["loss"]) / self.num_replicas
                 step += 1
-                if not math.isfinite(loss):
-                    latest = self.checkpoints.manager.latest_checkpoint
-                    raise TrainingStopped(
-                        f"non-finite loss ({loss}) at step {step}: training stopped. The last good "
-                        f"checkpoint is {latest or 'none (no checkpoint was saved yet)'}; lower "
-                        "the learning rate (optimizer.lr_per_256) or check the input data, then "
-                        "rerun to resume from it")
+                problem = loss_problem(loss, self._first_loss)
+                if problem is not None:
+                    raise self._diverged(step, problem)
+                if self._first_loss is None:
+                    self._first_loss = loss
                 images_per_sec = self.global_batch / max(time.time() - tick, 1e-9)
                 top1 = float(outputs["top1"]) / max(float(outputs["count"]), 1.0)
                 lr = self.task.learning_rate()
-                if progbar is not None:
-                    progbar.update(step - epoch * self.steps_per_epoch, values=[
-                        ("loss", loss), ("top1", top1), ("lr", lr), ("images/s", images_per_sec)])
+                self._report.step(step, loss=loss, top1=top1, lr=lr,
+                                  images_per_second=images_per_sec)
                 if writers and (step % rt.log_every_steps == 0 or step == self.stop_step):
                     with writers[0].as_default(step=step):
                         tf.summary.scalar("loss", loss)
@@ -273,28 +302,29 @@ class Trainer:
                         tf.summary.scalar("images_per_sec", images_per_sec)
                 epoch_end = step % self.steps_per_epoch == 0
                 if self._stop_signal is not None:
-                    self.checkpoints.save(step)
+                    self._save(step)
                     logger.warning("stopped by signal at step %d; checkpoint %s", step,
                                    self.checkpoints.manager.latest_checkpoint)
                     return dict(step=step, interrupted=True)
-                if (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or epoch_end:
-                    self.checkpoints.save(step)
-                    last_saved = step
+                # Evaluate before checkpointing: a step whose evaluation diverged is never saved.
                 if epoch_end:
-                    progbar = None
+                    self._report.epoch_end(step // self.steps_per_epoch, step)
                     if (step // self.steps_per_epoch) % rt.eval_every_epochs == 0 or step == self.stop_step:
                         last_eval = self._evaluate_and_log(step, writers)
+                if (rt.checkpoint_every_steps and step % rt.checkpoint_every_steps == 0) or epoch_end:
+                    self._save(step)
+                    last_saved = step
+            return self._finish(step, last_saved, last_eval, writers, start_step, start_time)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        return self._finish(step, last_saved, last_eval, writers, start_step, start_time)
+            for signum, handler in (previous or {}).items():
+                signal.signal(signum, handler)
 
     def _finish(self, step, last_saved, last_eval, writers, start_step, start_time) -> dict:
         wall = time.time() - start_time
-        if last_saved != step:
-            self.checkpoints.save(step)
         if last_eval is None or last_eval["step"] != step:
             last_eval = self._evaluate_and_log(step, writers)
+        if last_saved != step:
+            self._save(step)
         steps_run = step - start_step
         metrics = dict(
             top1=last_eval["top1"], top5=last_eval["top5"], eval_loss=last_eval["loss"],
@@ -307,9 +337,23 @@ class Trainer:
         if self.is_chief:
             self.export()
             atomic.write_json(self.run.file(METRICS_FILE), metrics)
+        self._report.finish(metrics)
         for writer in writers:
             writer.flush()
         return metrics
+
+    def _diverged(self, step: int, problem: str) -> TrainingDiverged:
+        latest = self.checkpoints.manager.latest_checkpoint
+        if not self.is_chief:
+            return TrainingDiverged(f"{problem} at step {step}: training diverged")
+        return record_divergence(self.model_dir, self.config, step, problem, latest)
+
+    def _save(self, step: int) -> None:
+        """Checkpoint ``step`` unless the weights went NaN/inf (never overwrite good state)."""
+        problem = weights_problem(self.model.weights)
+        if problem is not None:
+            raise self._diverged(step, problem)
+        self.checkpoints.save(step)
 
     def _summary_writers(self) -> list:
         if not self.is_chief:
@@ -320,9 +364,13 @@ class Trainer:
     def _evaluate_and_log(self, step: int, writers) -> dict:
         result = self.evaluate()
         result["step"] = step
+        if not math.isfinite(result["loss"]):
+            raise self._diverged(step, f"non-finite evaluation loss ({result['loss']})")
         logger.info("step %d: eval top-1 %.4f top-5 %.4f loss %.4f (%d examples, EMA %s)", step,
                     result["top1"], result["top5"], result["loss"], result["examples"],
                     result["ema"])
+        if getattr(self, "_report", None) is not None:
+            self._report.evaluation(step, result)
         if writers:
             with writers[1].as_default(step=step):
                 for name in ("top1", "top5", "loss"):

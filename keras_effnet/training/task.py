@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet import optim
+from keras_effnet import finetune, optim
 from keras_effnet import weights as weight_sets
 from keras_effnet.config import Config, ModelConfig
 from keras_effnet.model import EfficientNet
@@ -77,14 +77,17 @@ def build_network(model_config: ModelConfig, spec: ModelSpec, num_classes: int, 
     ``for_training`` applies ``freeze_backbone`` and ``sync_batch_norm``; the exported copy is
     built without them (float32, plain batch norm).
     """
+    # A new head starts at zero (uniform predictions, loss ln(classes); Big Transfer,
+    # Kolesnikov et al. 2020, section 3.3): the fan-out initialiser suits 1000 classes and made
+    # a 4-class head start at loss 7.4.
+    new_head = model_config.new_head and model_config.weights is not None
     model = EfficientNet(spec, input_shape=(image_size, image_size, 3), classes=num_classes,
                          classifier_activation=None,
                          stochastic_depth_rate=model_config.stochastic_depth_rate,
-                         dropout_rate=model_config.dropout_rate, normalization=normalization)
+                         dropout_rate=model_config.dropout_rate, normalization=normalization,
+                         classifier_initializer="zeros" if new_head else None)
     if for_training and model_config.freeze_backbone:
-        for layer in model.layers:
-            if layer.name != CLASSIFIER:
-                layer.trainable = False
+        finetune.freeze(model)  # batch norm of the frozen backbone runs in inference mode
     if for_training and model_config.sync_batch_norm:
         for layer in optim.all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -109,14 +112,30 @@ def initialise_weights(model: keras.Model, weights: str, spec: ModelSpec, new_he
     logger.info("initialised %s from %s%s", model.name, weights, " (new head)" if new_head else "")
 
 
-def build_optimizer(config: Config, steps_per_epoch: int, total_steps: int, global_batch: int):
-    """Optimiser with the scaled learning-rate schedule (wrapped for loss scaling in float16)."""
+def schedule_steps(config: Config, num_train_examples: int,
+                   global_batch: int) -> optim.ScheduleSteps:
+    """The schedule's step counts as the original computes them (``optim.schedule_steps``):
+    steps per epoch ``num_train_examples / global_batch`` unrounded (or
+    ``runtime.steps_per_epoch``), ``int()`` of the warm-up and the total, float decay steps."""
+    sc = config.schedule
+    return optim.schedule_steps(num_train_examples, global_batch, sc.epochs, sc.warmup_epochs,
+                                sc.decay_epochs, steps_per_epoch=config.runtime.steps_per_epoch)
+
+
+def build_optimizer(config: Config, steps: optim.ScheduleSteps, global_batch: int,
+                    total_steps: int | None = None):
+    """Optimiser with the scaled learning-rate schedule (wrapped for loss scaling in float16).
+
+    ``steps`` gives the warm-up and decay lengths; ``total_steps`` (default ``steps.total_steps``)
+    is where the cosine schedule ends.
+    """
     oc, sc = config.optimizer, config.schedule
     peak = optim.scaled_learning_rate(oc.lr_per_256, global_batch)
-    warmup = int(round(sc.warmup_epochs * steps_per_epoch))
+    warmup = steps.warmup_steps
+    total_steps = steps.total_steps if total_steps is None else total_steps
     if sc.decay == "exponential":
         schedule = optim.WarmupExponentialDecay(
-            peak, warmup, decay_steps=max(1.0, sc.decay_epochs * steps_per_epoch),
+            peak, warmup, decay_steps=max(1.0, steps.decay_steps),
             decay_rate=sc.decay_rate, staircase=sc.staircase, min_lr=sc.min_lr)
     elif sc.decay == "cosine":
         schedule = optim.WarmupCosineDecay(peak, min(warmup, total_steps - 1),
@@ -167,6 +186,8 @@ class TrainingTask:
 
     ``build`` must run inside the strategy's scope. ``initial_weights`` loads ``model.weights``
     (only when a run starts fresh: a resumed run restores everything from its checkpoint).
+    ``steps_per_epoch`` (whole steps) marks the loop's epochs; the learning-rate schedule uses
+    ``schedule_steps`` (the original's float epoch), and ``total_steps`` ends the cosine.
     """
 
     def __init__(self, config: Config, spec: ModelSpec, facts: DatasetFacts, image_size: int,
@@ -181,6 +202,7 @@ class TrainingTask:
         self.total_steps = total_steps
         self.global_batch = global_batch
         self.num_replicas = num_replicas
+        self.schedule_steps = schedule_steps(config, facts.num_train_examples, global_batch)
 
     def build(self, initial_weights: bool) -> None:
         cfg = self.config
@@ -189,7 +211,7 @@ class TrainingTask:
         if initial_weights and cfg.model.weights is not None:
             initialise_weights(self.model, cfg.model.weights, self.spec, cfg.model.new_head)
         self.optimizer, self.schedule = build_optimizer(
-            cfg, self.steps_per_epoch, self.total_steps, self.global_batch)
+            cfg, self.schedule_steps, self.global_batch, self.total_steps)
         self.optimizer.build(self.model.trainable_variables)
         self.ema = make_ema(self.model, cfg)  # after the initial weights: it starts from them
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",

@@ -29,6 +29,8 @@ BASE_URL_ENV = "KERAS_EFFNET_BASE_URL"
 # Seconds between two progress records of one download.
 PROGRESS_INTERVAL_S = 5.0
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -70,10 +72,12 @@ def fetch(url: str, destination: str | os.PathLike, checksum: str | None = None,
           progress: bool | Progress = True) -> Path:
     """Download ``url`` (after ``resolve_url``) to ``destination`` unless a good copy is there.
 
-    A cached file is verified first: against ``checksum`` when given, else against the sha256
-    recorded beside it (``<file>.sha256``) when it was downloaded, else by reading it
-    (archives must read to the end). A bad copy is deleted and fetched again. Downloads go to
-    a temporary file in the same directory, are verified, then renamed into place.
+    A cached file is verified first: against ``checksum`` (the registry's) when given, else by
+    reading it (archives must read to the end, HDF5 files must start with the HDF5 signature).
+    The sha256 recorded beside it (``<file>.sha256``) only caches that verdict: a stale record
+    never condemns a file the user put there by hand (issue 13, item 6). A copy that fails the
+    published checksum is moved aside to ``<file>.bad`` (not deleted) and fetched again.
+    Downloads go to a temporary file in the same directory, are verified, then renamed into place.
 
     Args:
         progress: ``True`` logs progress at INFO level; a callable gets ``(bytes done, total
@@ -83,15 +87,20 @@ def fetch(url: str, destination: str | os.PathLike, checksum: str | None = None,
         WeightsUnavailableError: no network (or the mirror lacks the file); the message names
             the URL and the exact path where the file can be put by hand.
         ChecksumError: the downloaded file has the wrong checksum.
+        PermissionError: the cache directory cannot be created or written (not a network
+            problem: the message names the directory and ``$KERAS_EFFNET_HOME``).
     """
     destination = Path(destination)
     if destination.exists():
         problem = _verify(destination, checksum)
         if problem is None:
             return destination
-        logger.warning("cached %s is bad (%s); downloading it again", destination, problem)
-        destination.unlink()
-    destination.parent.mkdir(parents=True, exist_ok=True)
+        aside = destination.with_name(destination.name + ".bad")
+        logger.warning("cached %s is bad (%s); moved to %s, downloading it again", destination,
+                       problem, aside)
+        os.replace(destination, aside)
+        Path(f"{destination}.sha256").unlink(missing_ok=True)
+    _check_cache_writable(destination.parent)
     source = resolve_url(url)
     tmp = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     digest = _Digests(checksum)
@@ -138,6 +147,20 @@ class _Digests:
         if got != self.expected.lower():
             return f"{self.algorithm} {got}, expected {self.expected}"
         return None
+
+
+def _check_cache_writable(directory: Path) -> None:
+    """Create ``directory`` and prove a file can be written there, or raise PermissionError."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(
+            f"the weights cache directory {str(directory)!r} cannot be written "
+            f"({error.strerror or error}); set {HOME_ENV} to a directory you can write to "
+            "(it must not lie under a regular file)") from None
 
 
 def _download(source: str, tmp: Path, destination: Path, digest: _Digests,
@@ -196,13 +219,20 @@ def _verify(path: Path, checksum: str | None) -> str | None:
     if checksum:
         return digest.mismatch()
     record = Path(f"{path}.sha256")
-    if record.exists():
-        expected = record.read_text().strip()
-        got = digest.sha256.hexdigest()
-        return None if got == expected else f"sha256 {got}, recorded at download {expected}"
+    got = digest.sha256.hexdigest()
+    expected = record.read_text().strip() if record.exists() else None
+    if expected == got:
+        return None
+    # No record, or one of another file (e.g. a bad mirror copy this one replaced by hand): the
+    # record is only a cache of the structural check, so run that check again.
     problem = _structure_problem(path, path.name)
-    if problem is None:  # a file put there by hand: remember it as good
-        record.write_text(digest.sha256.hexdigest() + "\n")
+    if problem is not None and expected is not None:
+        problem += f"; sha256 {got}, recorded at download {expected}"
+    if problem is None:
+        try:
+            record.write_text(got + "\n")
+        except OSError:  # a read-only cache is fine for reading
+            pass
     return problem
 
 
@@ -219,4 +249,8 @@ def _structure_problem(path: Path, name: str) -> str | None:
                             pass
         except Exception as error:  # noqa: BLE001 (tarfile, gzip, zlib and EOF errors)
             return f"unreadable archive ({type(error).__name__}: {error})"
+    elif name.endswith(".h5"):
+        with open(path, "rb") as stream:
+            if stream.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                return "not an HDF5 file (an error page from a mirror?)"
     return None

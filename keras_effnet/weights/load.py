@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
-from keras_effnet.scaling import ModelSpec, get_spec
+from keras_effnet.plan import block_plan
+from keras_effnet.scaling import VARIANTS, ModelSpec, get_spec
 from keras_effnet.weights.assignment import TOP_LAYERS, assign
 from keras_effnet.weights.cache import Progress, cache_dir, fetch, file_name
 from keras_effnet.weights.conversion import convert, read_source, variant_hint
@@ -60,6 +62,9 @@ def check_weights_argument(weights: str | os.PathLike | None, spec: ModelSpec | 
     """
     if weights is None:
         return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be None, a weight-set name (e.g. 'imagenet') or a file "
+                         f"path, got {weights!r} of type {type(weights).__name__}")
     spec = get_spec(spec)
     if is_weight_set_name(weights):
         get_weight_set(spec, weights)
@@ -106,7 +111,7 @@ def weights_file(model: ModelSpec | str, name: str, include_top: bool = True,
                     progress=progress)
     logger.info("converting %s to %s", archive.name, converted.name)
     convert(weight_set.source, spec, archive, converted,
-            normalization=weight_set.eval.normalization)
+            normalization=weight_set.eval.normalization, overwrite=True)
     return converted
 
 
@@ -134,6 +139,37 @@ def load_weights_into(model, weights: str | os.PathLike, spec: ModelSpec | str) 
     source = file_format(path)
     if source == KERAS_WEIGHTS:
         tensors = read_keras_weights(path, model)
+        hint = keras_variant_hint(tensors, spec)
     else:
         tensors = read_source(source, path, spec)
-    assign(model, tensors, source=str(path), hint=variant_hint(tensors, spec, source))
+        hint = variant_hint(tensors, spec, source)
+    assign(model, tensors, source=str(path), hint=hint)
+
+
+_KERAS_BLOCK = re.compile(r"^(block\d+[a-z]+)_")
+
+
+def _architecture(blocks: int, stem: int | None, head: int | None) -> tuple:
+    return blocks, stem, head
+
+
+def keras_variant_hint(tensors, spec: ModelSpec) -> str:
+    """"this file holds efficientnet-b1" when a Keras file's layers match another variant."""
+    blocks = len({m.group(1) for key in tensors if (m := _KERAS_BLOCK.match(key))})
+    stem = tensors.get("stem_conv/kernel")
+    head = tensors.get("top_conv/kernel")
+    found = _architecture(blocks, stem.value.shape[-1] if stem is not None else None,
+                          head.value.shape[-1] if head is not None else None)
+
+    def of(variant: ModelSpec) -> tuple:
+        plan = block_plan(variant)
+        return _architecture(len(plan), variant.stem_channels(),
+                             variant.head_channels() if head is not None else None)
+
+    if not blocks or found == of(spec):
+        return ""
+    matches = [name for name, variant in VARIANTS.items() if of(variant) == found]
+    if matches:
+        return f"(this file holds {' or '.join(matches)}, not {spec.name}: pass that model name)"
+    return (f"(this file holds a network with {blocks} blocks; {spec.name} has "
+            f"{len(block_plan(spec))}: is the model name right?)")

@@ -13,10 +13,26 @@ name                   variants            source
 ``noisy-student-475``  L2                  the L2 checkpoint trained at 475 pixels
 =====================  ==================  ==========================================
 
-Every row carries the ``EvalPreprocessing`` its weights were evaluated with: the original centre
-crop rule of tensorflow/tpu ``models/official/efficientnet/preprocessing.py`` (``S / (S + 32)`` of
-the short side), bicubic resize (``RESIZE_METHOD``), the variant's resolution and the set's input
-normalisation.
+Every row names the evaluation its publisher ran (``WeightSet.eval``, an ``EvalPreprocessing``):
+
+=====================  ===============  ===============  ===================================
+name                   resize           crop rule        normalisation
+=====================  ===============  ===============  ===================================
+``imagenet`` (B0..B7)  ``bicubic_tf1``  ``padding-32``   ``imagenet`` (mean/std)
+``imagenet`` (Lite)    ``bicubic_tf1``  ``padding-32``   ``lite`` ((x - 127) / 128)
+``autoaugment``,       ``bicubic_tf1``  ``padding-32``   ``imagenet``
+``baseline``,
+``randaugment``,
+``noisy-student(-475)``
+``advprop``            ``bicubic_tf1``  ``padding-32``   ``inception`` ([-1, 1])
+=====================  ===============  ===============  ===================================
+
+``bicubic_tf1`` is TF1's ``tf.image.resize_bicubic``, unclipped, and ``padding-32`` the centre
+crop of ``S / (S + 32)`` of the short side: what tensorflow/tpu
+``models/official/efficientnet/preprocessing.py`` and ``eval_ckpt_main.py`` evaluated every
+published checkpoint with (the keras.applications files are conversions of the ``autoaugment``
+checkpoints). The crop of a later revision, ``fraction-0.875`` (``CROP_RULES``), is there for
+weight sets that were evaluated with it; none of the published ones was.
 """
 
 from __future__ import annotations
@@ -25,16 +41,26 @@ import dataclasses
 import os
 from pathlib import Path
 
-from keras_effnet.eval_preprocessing import EvalPreprocessing
+from keras_effnet.eval_preprocessing import CROP_PADDING, DEFAULT_RESIZE_METHOD, EvalPreprocessing
 from keras_effnet.scaling import ModelSpec, canonical_name, get_spec
 
 ORIGIN = "https://storage.googleapis.com"
 _KERAS_BASE = f"{ORIGIN}/keras-applications"
 _TPU_BASE = f"{ORIGIN}/cloud-tpu-checkpoints/efficientnet"
 
-# Resize of every set's evaluation settings: tf.image.resize bicubic, as this package has always
-# evaluated them (issue 12 weighs the original's TF1 resize_bicubic, "bicubic_tf1").
-RESIZE_METHOD = "bicubic"
+# Resize of every published set's evaluation: the original's TF1 resize_bicubic, not clipped
+# (docs/fidelity.md measures what tf.image.resize's "bicubic" would change).
+RESIZE_METHOD = DEFAULT_RESIZE_METHOD
+
+# Centre-crop rules by name: resolution S -> (crop_fraction, crop_padding) of EvalPreprocessing.
+# "padding-32": S / (S + 32) of the short side, tensorflow/tpu efficientnet/preprocessing.py as
+# the published checkpoints were evaluated. "fraction-0.875": the later revision's
+# crop_padding = round(S * (1 / 0.875 - 1)), i.e. S / (S + round(S / 7)).
+ORIGINAL_CROP = "padding-32"
+CROP_RULES = {
+    ORIGINAL_CROP: lambda resolution: (None, CROP_PADDING),
+    "fraction-0.875": lambda resolution: (None, round(resolution * (1 / 0.875 - 1))),
+}
 
 # Formats of the registry's files.
 KERAS_H5 = "keras-h5"
@@ -52,7 +78,8 @@ class WeightSet:
         checksum: ``"md5:<hex>"`` / ``"sha256:<hex>"``, or ``None`` where none is published
             (then the archive must read to its end and every tensor must match the model).
         source: ``keras-h5`` (loads directly) or ``tpu-checkpoint`` (converted once, cached).
-        eval: the evaluation preprocessing that goes with the weights.
+        eval: the evaluation preprocessing the publisher evaluated the weights with
+            (``SET_EVALUATION``: resize, crop rule and normalisation).
         notop_url / notop_checksum: the file without the classifier, where one is published.
         top1: published ImageNet top-1 accuracy (%), for reference.
     """
@@ -90,15 +117,42 @@ _TOP1 = {
 _LITE_TOP1 = (75.1, 76.7, 77.6, 79.8, 81.5)
 
 
-def _eval(model: str, normalization: str, resolution: int | None = None) -> EvalPreprocessing:
-    return EvalPreprocessing(resolution=resolution or get_spec(model).resolution,
-                             resize_method=RESIZE_METHOD, normalization=normalization)
+# How each set's publisher evaluated it: (resize, crop rule, normalisation); None is the
+# variant's own normalisation (``imagenet`` mean/std for B0..L2, ``lite`` for Lite0..4).
+SET_EVALUATION: dict[str, tuple[str, str, str | None]] = {
+    "imagenet": (RESIZE_METHOD, ORIGINAL_CROP, None),
+    "baseline": (RESIZE_METHOD, ORIGINAL_CROP, "imagenet"),
+    "autoaugment": (RESIZE_METHOD, ORIGINAL_CROP, "imagenet"),
+    "randaugment": (RESIZE_METHOD, ORIGINAL_CROP, "imagenet"),
+    # AdvProp checkpoints expect Inception-style inputs in [-1, 1] (tensorflow/tpu README).
+    "advprop": (RESIZE_METHOD, ORIGINAL_CROP, "inception"),
+    "noisy-student": (RESIZE_METHOD, ORIGINAL_CROP, "imagenet"),
+    "noisy-student-475": (RESIZE_METHOD, ORIGINAL_CROP, "imagenet"),
+}
 
 
-def _tpu(model: str, name: str, path: str, normalization: str = "imagenet",
-         top1: float | None = None, resolution: int | None = None) -> WeightSet:
+def evaluation_settings(resolution: int, normalization: str, crop_rule: str = ORIGINAL_CROP,
+                        resize_method: str = RESIZE_METHOD) -> EvalPreprocessing:
+    """The ``EvalPreprocessing`` of a named crop rule (``CROP_RULES``), resize and normalisation."""
+    if crop_rule not in CROP_RULES:
+        raise ValueError(f"unknown crop rule {crop_rule!r}; use one of {', '.join(CROP_RULES)}")
+    crop_fraction, crop_padding = CROP_RULES[crop_rule](resolution)
+    return EvalPreprocessing(resolution=resolution, crop_fraction=crop_fraction,
+                             crop_padding=crop_padding, resize_method=resize_method,
+                             normalization=normalization)
+
+
+def _eval(model: str, name: str, resolution: int | None = None) -> EvalPreprocessing:
+    resize_method, crop_rule, normalization = SET_EVALUATION[name]
+    spec = get_spec(model)
+    return evaluation_settings(resolution or spec.resolution, normalization or spec.normalization,
+                               crop_rule, resize_method)
+
+
+def _tpu(model: str, name: str, path: str, top1: float | None = None,
+         resolution: int | None = None) -> WeightSet:
     return WeightSet(model, name, f"{_TPU_BASE}/{path}", None, TPU_CHECKPOINT,
-                     _eval(model, normalization, resolution), top1=top1)
+                     _eval(model, name, resolution), top1=top1)
 
 
 def _registry() -> list[WeightSet]:
@@ -120,9 +174,8 @@ def _registry() -> list[WeightSet]:
         sets.append(_tpu(f"efficientnet-b{i}", "randaugment",
                          f"randaug/efficientnet-b{i}-randaug.tar.gz", top1=top1))
     for i in range(9):
-        # AdvProp checkpoints expect Inception-style inputs in [-1, 1] (tensorflow/tpu README).
         sets.append(_tpu(f"efficientnet-b{i}", "advprop", f"advprop/efficientnet-b{i}.tar.gz",
-                         normalization="inception", top1=_TOP1["advprop"][i]))
+                         top1=_TOP1["advprop"][i]))
     for i in range(8):
         sets.append(_tpu(f"efficientnet-b{i}", "noisy-student",
                          f"noisystudent/noisy_student_efficientnet-b{i}.tar.gz",
@@ -134,7 +187,7 @@ def _registry() -> list[WeightSet]:
                      resolution=475))
     for i in range(5):
         sets.append(_tpu(f"efficientnet-lite{i}", "imagenet", f"lite/efficientnet-lite{i}.tar.gz",
-                         normalization="lite", top1=_LITE_TOP1[i]))
+                         top1=_LITE_TOP1[i]))
     return sets
 
 
@@ -202,5 +255,4 @@ def eval_preprocessing(model: ModelSpec | str,
     spec = get_spec(model)
     if isinstance(weights, str) and is_weight_set_name(weights):
         return get_weight_set(spec, weights).eval
-    return EvalPreprocessing(resolution=spec.resolution, resize_method=RESIZE_METHOD,
-                             normalization=spec.normalization)
+    return evaluation_settings(spec.resolution, spec.normalization)

@@ -1,0 +1,2 @@
+from keras_effnet.cli.info import run
+run()
