@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from test_resume import make_folder_dataset
 
-from keras_effnet import predict, training
+from keras_effnet import export, predict, training
 from keras_effnet.config import load_config, resolve_spec
 from keras_effnet.model import EfficientNet
 from keras_effnet.run_dir import NotARunDirectory, RunDirectory
@@ -103,6 +103,14 @@ def test_fine_tuned_run_outlives_its_weights_file_and_its_data(tmp_path):
     assert len(ranked) == 3 and all(len(row) == 2 for row in ranked)
     assert all(item.label in NAMES for row in ranked for item in row)
     assert all(row[0].probability >= row[1].probability for row in ranked)
+    # ... and the export serves the run's class names (no labels guessed, no data re-opened).
+    served = export.export(None, "saved_model", tmp_path / "served", model_dir=str(run_dir))
+    signature = tf.saved_model.load(served).signatures["encoded_images"]
+    out = signature(image_bytes=tf.constant([open(path, "rb").read() for path in images]))
+    served_labels = [row[0].decode() for row in out["top_k_labels"].numpy()]
+    assert set(served_labels) <= set(NAMES)
+    assert all(label == row[0].label for label, row in zip(served_labels, ranked)
+               if row[0].probability - row[1].probability > 1e-4)  # same top-1 unless a near tie
 
     # 3. Without export/ the latest checkpoint (with its EMA) gives the same model.
     pixels = predict.load_images(images, metadata.eval_preprocessing)

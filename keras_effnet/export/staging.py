@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from typing import Iterable, Iterator
 
 from keras_effnet import atomic
@@ -75,16 +73,9 @@ def check_replaceable(output: str, *, only_exports: bool = True) -> None:
                          f"holds {', '.join(run_files)}); choose a new output directory")
     if only_exports and names and not names.intersection(EXPORT_MARKERS):
         raise ValueError(f"refusing to replace {output!r}: it is not a previous export (no "
-                         "metadata.json) and holds {len(names)} entries; --overwrite only "
+                         f"metadata.json) and holds {len(names)} entries; --overwrite only "
                          "replaces an earlier export. Choose a new output directory, or empty "
                          "this one yourself")
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 @contextlib.contextmanager
@@ -102,25 +93,8 @@ def staged_directory(output: str | os.PathLike, overwrite: bool = False,
     # The export's own check_output (metadata.json present) ran first; here the floor: never
     # the working directory or a run directory.
     output = check_output(output, overwrite, protected, only_exports=False)
-    parent, name = os.path.split(output)
-    staging = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
-    try:
+    with atomic.atomic_directory(output) as staging:
         yield staging
         if not os.listdir(staging):
             raise ExportError(f"the export wrote nothing to {staging}")
-        atomic.honour_umask(staging)
-        aside = None
-        if os.path.lexists(output):
-            aside = f"{staging}.old"
-            os.replace(output, aside)
-        try:
-            os.replace(staging, output)
-        except OSError:
-            if aside is not None:
-                os.replace(aside, output)
-            raise
-        if aside is not None:
-            _remove(aside)
-        logger.info("wrote %s", output)
-    finally:
-        _remove(staging)
+    logger.info("wrote %s", output)
