@@ -28,7 +28,7 @@ from keras_effnet.training.guards import (
 from keras_effnet.training.reporting import TrainingReport
 from keras_effnet.training.run_files import run_metadata, write_final_model, write_run_start
 from keras_effnet.training.task import (
-    DatasetFacts, TrainingTask, model_normalization)
+    DatasetFacts, TrainingTask, model_normalization, schedule_steps)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ class Trainer:
         rt = config.runtime
         self.steps_per_epoch = rt.steps_per_epoch or max(1, self.facts.num_train_examples
                                                          // self.global_batch)
-        self.total_steps = max(1, int(math.ceil(config.schedule.epochs * self.steps_per_epoch)))
+        # The run's length is the original's: int(epochs * num_train_examples / batch) steps
+        # (tensorflow/tpu main.py), while epochs for checkpoints and evaluation are whole steps.
+        self.total_steps = schedule_steps(config, self.facts.num_train_examples,
+                                          self.global_batch).total_steps
         self.stop_step = min(self.total_steps, rt.max_steps) if rt.max_steps else self.total_steps
         self.task = TrainingTask(
             config, self.spec, self.facts, self.image_size,
