@@ -170,3 +170,34 @@ def original_eval_of_bytes(image_bytes, image_size, crop_padding=32):
     image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
     image = tf.compat.v1.image.resize_bicubic([image], [image_size, image_size])[0]
     return tf.reshape(image, [image_size, image_size, 3]).numpy()
+
+
+def calibrate_batch_norm(model, images) -> None:
+    """Set every BN layer's moving statistics to the batch statistics of ``images`` (one pass),
+    so a random model's outputs are O(1)."""
+    import keras  # noqa: PLC0415
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer in layers:
+        layer.momentum = 0.99
+
+
+def require_module(module: str, install: str):
+    """``import module`` for the real-weights tests; skip without it, or fail when
+    KERAS_EFFNET_REQUIRE_REAL_WEIGHTS is set (CI), naming what to ``pip install``."""
+    import importlib  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = f"{module} is not installed ({error}); pip install {install}"
+        if os.environ.get("KERAS_EFFNET_REQUIRE_REAL_WEIGHTS"):
+            pytest.fail(message)
+        pytest.skip(message)
+

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import keras
-from helpers import real_photos
+from helpers import calibrate_batch_norm, real_photos
 from keras_effnet import export as ex
 from keras_effnet import preprocessing
 from keras_effnet.applications import build_model
@@ -25,16 +25,6 @@ from keras_effnet.scaling import compound_spec
 SIZE = 64
 CLASSES = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def calibrate_batch_norm(model, images):
-    """Set every BN layer's moving statistics to the batch statistics of ``images`` (one pass)."""
-    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer in layers:
-        layer.momentum = 0.99
 
 
 @pytest.fixture(scope="module")

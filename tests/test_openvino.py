@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras
-from helpers import real_photos, run_cli
+from helpers import calibrate_batch_norm, real_photos, run_cli
 from keras_effnet import export as ex
 from keras_effnet import preprocessing
 from keras_effnet.applications import build_model
@@ -34,12 +34,7 @@ def model(images):
     keras.utils.set_random_seed(0)
     net = build_model(compound_spec(-8), input_shape=(SIZE, SIZE, 3), classes=CLASSES,
                       classifier_activation=None)
-    norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:  # moving statistics = one batch's statistics: outputs O(1)
-        layer.momentum = 0.0
-    net(images, training=True)
-    for layer in norms:
-        layer.momentum = 0.99
+    calibrate_batch_norm(net, images)
     return net
 
 

