@@ -34,6 +34,13 @@ class ModelConfig:
     override single coefficients of either. ``weights`` initialises the backbone from a named weight
     set or a ``.weights.h5``/``.keras`` file; with ``new_head`` the classifier is re-initialised for
     ``num_classes`` (fine-tuning). ``num_classes`` defaults to the dataset's.
+
+    Freezing (``keras_effnet.finetune.freeze``; frozen batch norm runs in inference mode):
+    ``freeze_backbone`` trains only what follows ``freeze_up_to`` for the whole run;
+    ``frozen_epochs`` > 0 freezes it for that many epochs (a head warm-up) and then trains the
+    whole network, with the frozen batch norm kept in inference mode unless
+    ``unfreeze_batch_norm``. ``freeze_up_to``: ``stem``, ``block1`` .. ``block7`` or ``top``;
+    None freezes everything but the classifier.
     """
 
     name: str = "efficientnet-b0"
@@ -47,6 +54,9 @@ class ModelConfig:
     weights: str | None = None
     new_head: bool = False
     freeze_backbone: bool = False
+    freeze_up_to: str | None = None
+    frozen_epochs: float = 0.0
+    unfreeze_batch_norm: bool = False
     sync_batch_norm: bool = False
 
 
@@ -95,6 +105,9 @@ class OptimizerConfig:
     ``lr_per_256``: learning rate for a global batch of 256; the trainer scales it linearly.
     ``weight_decay``: coefficient of the explicit L2 term ``wd * sum(w**2) / 2`` over non-BN weights.
     ``ema_decay``: 0 disables the EMA; ``ema_warmup`` uses ``min(decay, (1 + t) / (10 + t))``.
+    ``layer_decay``: layer-wise learning-rate decay in (0, 1] (BEiT, timm's ``layer_decay``): the
+    classifier gets the full rate, each block below it ``layer_decay`` times the one above
+    (``keras_effnet.finetune.layer_decay_multipliers``); None is off.
     """
 
     name: str = "rmsprop"
@@ -108,6 +121,7 @@ class OptimizerConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True
     clipnorm: float | None = None
+    layer_decay: float | None = None
 
 
 @dataclasses.dataclass
@@ -130,6 +144,9 @@ class RuntimeConfig:
     ``strategy``: ``default``, ``one_device``, ``mirrored``, ``multi_worker_mirrored`` or ``tpu``.
     ``cpu_devices``: split the CPU into this many logical devices (mirrored strategy without GPUs;
     tests). ``checkpoint_every_steps``: 0 saves only at epoch ends. ``max_steps`` stops early (smoke tests).
+    ``gradient_checkpointing`` recomputes each block in the backward pass (``keras_effnet.remat``):
+    results unchanged, far fewer activations kept (a third less peak memory for B0 at 224), about
+    0.65x the training speed on CPU; a run may be resumed with it switched on or off.
     """
 
     model_dir: str | None = None
@@ -149,6 +166,7 @@ class RuntimeConfig:
     eval_steps: int | None = None
     max_steps: int | None = None
     progress_bar: bool = True
+    gradient_checkpointing: bool = False
 
 
 @dataclasses.dataclass

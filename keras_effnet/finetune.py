@@ -5,7 +5,9 @@ adapting a pretrained RGB stem to other channel counts.
 the end of stage 5. A frozen ``BatchNormalization`` runs in inference mode in Keras 3 (it uses
 its moving statistics and does not update them, even under ``fit``/``training=True``), which
 is what fine-tuning on a small data set needs (the Keras transfer-learning guide,
-keras.io/guides/transfer_learning, "BatchNormalization layer").
+keras.io/guides/transfer_learning, "BatchNormalization layer"). ``unfreeze(model,
+keep_batch_norm_frozen=True)`` ends a frozen warm-up and, as that guide advises, leaves the
+frozen batch norm in inference mode.
 
 ``layer_decay_multipliers(model, decay)`` gives each trainable variable a learning-rate
 multiplier ``decay ** (depth_groups - 1 - group)`` (the head gets 1, each block below a factor
@@ -80,9 +82,17 @@ def freeze(model: keras.Model, up_to: str | None = None) -> list[str]:
     return frozen
 
 
-def unfreeze(model: keras.Model) -> None:
-    """Make every layer trainable again (after a frozen warm-up)."""
+def unfreeze(model: keras.Model, keep_batch_norm_frozen: bool = False) -> None:
+    """Make every layer trainable again (after a frozen warm-up).
+
+    ``keep_batch_norm_frozen``: batch-norm layers that are frozen now stay frozen: inference mode
+    with their pretrained statistics, gamma and beta fixed (the Keras transfer-learning guide's
+    advice when unfreezing for a small data set).
+    """
     for layer in model.layers:
+        if (keep_batch_norm_frozen and not layer.trainable
+                and isinstance(layer, keras.layers.BatchNormalization)):
+            continue
         layer.trainable = True
 
 

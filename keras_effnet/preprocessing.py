@@ -50,11 +50,20 @@ def is_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
+def _head(image_bytes: tf.Tensor, n: int) -> tf.Tensor:
+    """The first `n` bytes as a string of exactly `n` bytes (zero-padded for short inputs)."""
+    padded = tf.strings.join([tf.strings.substr(image_bytes, 0, n), b"\0" * n])
+    return tf.strings.substr(padded, 0, n)
+
+
+@_no_autograph
 def _tail(image_bytes: tf.Tensor, n: int) -> tf.Tensor:
     """The last `n` bytes as uint8 [n] (zero-padded in front for short inputs)."""
-    padded = tf.strings.join([b"\0" * n, image_bytes])
-    tail = tf.strings.substr(padded, tf.strings.length(padded) - n, n)
-    return tf.reshape(tf.io.decode_raw(tail, tf.uint8), [n])
+    length = tf.strings.length(image_bytes)
+    end = tf.strings.substr(image_bytes, tf.maximum(length - n, 0), n)
+    padded = tf.strings.join([b"\0" * n, end])
+    return tf.reshape(tf.io.decode_raw(tf.strings.substr(padded, tf.strings.length(padded) - n, n),
+                                       tf.uint8), [n])
 
 
 @_no_autograph
@@ -76,13 +85,14 @@ def looks_complete(image_bytes: tf.Tensor) -> tf.Tensor:
     """
     image_bytes = tf.convert_to_tensor(image_bytes)
     length = tf.strings.length(image_bytes)
-    head = tf.reshape(tf.io.decode_raw(
-        tf.strings.substr(tf.strings.join([image_bytes, b"\0" * 8]), 0, 8), tf.uint8), [8])
-    jpeg_ok = (head[0] == 0xFF) & (head[1] == 0xD8) & _contains(_tail(image_bytes, 64), b"\xff\xd9")
-    png_ok = _contains(head, b"\x89PNG\r\n\x1a\n") & _contains(_tail(image_bytes, 12), b"IEND")
-    gif_ok = _contains(head[:4], b"GIF8") & _contains(_tail(image_bytes, 4), b";")
-    bmp_size = tf.io.decode_raw(tf.strings.substr(tf.strings.join([image_bytes, b"\0" * 8]), 2, 4),
-                                tf.int32, little_endian=True)[0]
+    # Two small reads (the first 8 and the last 64 bytes); the shorter PNG and GIF end
+    # markers lie in the last 64. No copy of the whole file: ~0.1 ms less per image.
+    head_bytes, tail = _head(image_bytes, 8), _tail(image_bytes, 64)
+    head = tf.reshape(tf.io.decode_raw(head_bytes, tf.uint8), [8])
+    jpeg_ok = (head[0] == 0xFF) & (head[1] == 0xD8) & _contains(tail, b"\xff\xd9")
+    png_ok = _contains(head, b"\x89PNG\r\n\x1a\n") & _contains(tail[-12:], b"IEND")
+    gif_ok = _contains(head[:4], b"GIF8") & _contains(tail[-4:], b";")
+    bmp_size = tf.io.decode_raw(tf.strings.substr(head_bytes, 2, 4), tf.int32, little_endian=True)[0]
     bmp_ok = (head[0] == ord("B")) & (head[1] == ord("M")) & (bmp_size <= length) & (length > 26)
     return (length > 8) & (jpeg_ok | png_ok | gif_ok | bmp_ok)
 
@@ -219,7 +229,8 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
                          aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
                          min_object_covered: float = 0.1, flip: bool = True,
                          resize_method: str = DEFAULT_RESIZE_METHOD,
-                         semantics: str = augment_lib.DEFAULT_SEMANTICS) -> tf.Tensor:
+                         semantics: str = augment_lib.DEFAULT_SEMANTICS,
+                         as_uint8: bool = False) -> tf.Tensor:
     """Training preprocessing of one image -> float32 [S, S, 3] on the 0..255 scale.
 
     Without augmentation the "bicubic_tf1" output is not clipped (as the original's);
@@ -238,9 +249,15 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
       resize_method: one of ``RESIZE_METHODS`` (default the original's "bicubic_tf1").
       semantics: augmentation op semantics and uint8 conversion, "original" (truncation,
         tensorflow/tpu autoaugment.py) or "pil" (rounding, PIL ops); see ``augment``.
+      as_uint8: with augmentation, return the augmented uint8 pixels themselves (the float32
+        output is exactly their cast), so that a pipeline batches a quarter of the bytes and
+        casts whole batches (``data.make_dataset`` does).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
+    if as_uint8 and augment is None:
+        raise ValueError("as_uint8=True needs augmentation: without it the output is the "
+                         "unclipped float resize (as the original's), not uint8 pixels.")
     check_resize_method(resize_method)
     augment_lib.check_semantics(semantics)
     seed_crop, seed_flip, seed_augment = augment_lib._split(seed, 3)
@@ -248,17 +265,20 @@ def preprocess_for_train(image, image_size: int, augment: str | None = None,
                                 min_object_covered, fallback_image_size=image_size)
     cropped = _decode_and_crop(image, window)
     resized = resize(cropped, image_size, resize_method)
-    if flip:
-        resized = tf.image.stateless_random_flip_left_right(resized, seed_flip)
-    if augment is not None:
+    if augment is None:
+        if flip:
+            resized = tf.image.stateless_random_flip_left_right(resized, seed_flip)
+    else:
         pixels = augment_lib.to_uint8(resized, semantics)
+        if flip:  # on uint8 (a quarter of the bytes); the conversion is per pixel, so the same
+            pixels = tf.image.stateless_random_flip_left_right(pixels, seed_flip)
         if augment == "autoaugment":
             pixels = augment_lib.autoaugment(pixels, autoaugment_policy, seed=seed_augment,
                                              semantics=semantics)
         else:
             pixels = augment_lib.randaugment(pixels, randaugment_layers, randaugment_magnitude,
                                              seed=seed_augment, semantics=semantics)
-        resized = tf.cast(pixels, tf.float32)
+        resized = pixels if as_uint8 else tf.cast(pixels, tf.float32)
     return tf.ensure_shape(resized, [image_size, image_size, 3])
 
 

@@ -2,8 +2,12 @@
 
 import contextlib
 import importlib
+import os
+import sys
 
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def layer_weights(model) -> dict[str, np.ndarray]:
@@ -124,18 +128,173 @@ def restored_flags():
                 flags.FLAGS[name] = before[name]
 
 
+@contextlib.contextmanager
+def restored_logging(names=("keras_effnet", "tensorflow", "absl", "h5py", "jax")):
+    """Put back the root logger's handlers and level, and the level, handlers and propagation
+    of the loggers ``names``, as they were before the block (a main's ``logs.configure``
+    attaches a handler to the stream that is ``sys.stderr`` at the time: in a test, its
+    capture)."""
+    import logging  # noqa: PLC0415
+
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in names]
+    saved = [(logger, logger.level, list(logger.handlers), logger.propagate) for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level, handlers, propagate in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+
+
 def run_cli(name, argv):
-    """Run ``keras_effnet.cli.<name>``'s main in this process with ``argv`` flags; its exit status.
+    """Run ``keras_effnet.cli.<name>``'s main in this process with ``argv`` (flags and positional
+    arguments); its exit status.
 
     The main's flags are defined first, as its ``run()`` does, and removed again afterwards
-    (``restored_flags``), so several command lines can run in one test process.
+    (``restored_flags``), as is its logging set-up (``restored_logging``), so several command
+    lines can run in one test process. Flags are parsed
+    as ``absl.app.run`` parses them: a bad flag prints absl's message on stderr and gives exit
+    status 1, as the command line's process does. Saves the ~8 s of CPU a subprocess spends
+    importing TensorFlow.
     """
+    from absl import app  # noqa: PLC0415
+
     module = importlib.import_module(f"keras_effnet.cli.{name}")
-    with restored_flags() as values:
+    with restored_flags() as values, restored_logging():
         module.define_flags()
         values.unparse_flags()
-        values([name] + list(argv))
-        return module.main([name])
+        try:
+            remaining = app.parse_flags_with_usage([name] + list(argv))
+        except SystemExit as exit_status:
+            return exit_status.code
+        return module.main(remaining)  # the program name and the positional arguments
+
+
+def make_folder_dataset(root, classes=4, per_class=(12, 4), size=32):
+    """A tiny image-folder dataset: train/ and validation/ with one PNG folder per class, whose
+    dominant colour channel encodes the class. Returns ``root`` as a string."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "validation"), per_class):
+        for label in range(classes):
+            directory = os.path.join(root, split, f"class{label}")
+            os.makedirs(directory, exist_ok=True)
+            for index in range(count):
+                image = rng.uniform(0, 60, (size, size, 3))
+                image[..., label % 3] += 120 + 60 * (label // 3)
+                tf.io.write_file(os.path.join(directory, f"{index}.png"),
+                                 tf.io.encode_png(image.astype("uint8")))
+    return str(root)
+
+
+def train_command(data_root, model_dir, *extra):
+    """``tools/train.py`` on ``make_folder_dataset``'s data: compound phi=-8 at 32 px, batch 8,
+    2 epochs of 6 steps, a checkpoint every 2 steps, deterministic, progress lines on stderr."""
+    return [sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--model_dir={model_dir}",
+            f"--dataset=folder:{data_root}", "--image_size=32", "--batch_size=8", "--epochs=2",
+            "--set=model.phi=-8", "--set=model.resolution=32", "--set=augmentation.name=none",
+            "--set=data.cache=false", "--set=runtime.checkpoint_every_steps=2",
+            "--set=runtime.keep_checkpoints=20", "--set=runtime.deterministic=true",
+            "--set=runtime.progress_bar=false", "--set=optimizer.ema_decay=0.9",
+            "--verbosity=1", *extra]  # -v 1: progress lines ("resumed from ...") on stderr
+
+
+def subprocess_env(**extra):
+    """The environment of a command line in a subprocess: quiet TensorFlow, this checkout first."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **extra)
+
+
+def run_together(commands, timeout=300, **popen_kwargs):
+    """Run the command lines (argument lists) at the same time and wait for all of them; their
+    ``subprocess.CompletedProcess`` results (text stdout and stderr), in order. A command line's
+    start is mostly a single-threaded TensorFlow import (~8 s of CPU): the 2 CI cores run two
+    at once. Like ``subprocess.run``, a command still running after ``timeout`` seconds is
+    killed and ``subprocess.TimeoutExpired`` raised."""
+    import subprocess  # noqa: PLC0415
+
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, **popen_kwargs) for command in commands]
+    try:
+        results = []
+        for command, process in zip(commands, processes):
+            stdout, stderr = process.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(command, process.returncode, stdout,
+                                                       stderr))
+        return results
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+def start(command, log, **env):
+    """Start ``command`` (a training command line) in ``ROOT``, stdout and stderr to ``log``."""
+    import subprocess  # noqa: PLC0415
+
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                            env=subprocess_env(**env), cwd=ROOT)
+
+
+def latest_step(model_dir):
+    """The step of the latest checkpoint in ``model_dir`` (-1 without one)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    path = tf.train.latest_checkpoint(str(model_dir))
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+def wait_for_step(process, model_dir, at_least, timeout=240):
+    """Wait until ``process`` has a checkpoint at step >= ``at_least``; fail if it exits first."""
+    import time  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if latest_step(model_dir) >= at_least:
+            return latest_step(model_dir)
+        if process.poll() is not None:
+            pytest.fail(f"training exited early with {process.returncode}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"no checkpoint at step >= {at_least} within {timeout}s")
+
+
+def checkpoint_values(path):
+    """Every tensor of the checkpoint at ``path`` but the object graph, by name."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
+            if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+
+
+TINY_SIZE = 64
+TINY_CLASSES = 10
+
+
+def tiny_images(count=4, size=TINY_SIZE, seed=0) -> np.ndarray:
+    """float32 [count, size, size, 3] uniform in [0, 255]."""
+    return np.random.RandomState(seed).uniform(0, 255, (count, size, size, 3)).astype("float32")
+
+
+def tiny_classifier(images, classes=TINY_CLASSES):
+    """A random-weight compound phi=-8 EfficientNet (7 blocks) with a logits head for
+    ``images``' size, its batch-norm statistics calibrated on ``images`` so outputs are O(1)
+    and tolerances mean something."""
+    import keras  # noqa: PLC0415
+
+    from keras_effnet.applications import build_model  # noqa: PLC0415
+    from keras_effnet.scaling import compound_spec  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    net = build_model(compound_spec(-8), input_shape=images.shape[1:], classes=classes,
+                      classifier_activation=None)
+    calibrate_batch_norm(net, images)
+    return net
 
 
 def original_eval_of_pixels(array, image_size, crop_padding=32):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from keras_effnet import benchmark
-from keras_effnet.benchmark import BenchmarkConfig, Measurement, Row
+from keras_effnet.benchmark import BenchmarkConfig, Measurement, Row, engines
+from keras_effnet.scaling import compound_spec
 
 
 class FakeClock:
@@ -117,8 +118,23 @@ def test_missing_exporter_or_peer_is_reported_not_raised(monkeypatch):
         benchmark.build_keras("applications", "lite0", 64)
 
 
+@pytest.fixture
+def tiny_effnet(monkeypatch):
+    """Our engines on a 7-block network (compound phi=-8) through the real ``build_keras``;
+    keras.applications stays B0. The end-to-end tests check that every engine builds, exports,
+    runs and is reported, which does not depend on the network's size; on 2 CPU cores the B0
+    exports (deploy, TFLite, ONNX, OpenVINO, int8 calibration) took 90 s of the 140."""
+    real = engines.build_keras
+
+    def build_keras(engine, model, image_size):
+        return real(engine, compound_spec(-8) if engine.startswith("effnet") else model,
+                    image_size)
+
+    monkeypatch.setattr(engines, "build_keras", build_keras)
+
+
 @pytest.mark.slow
-def test_small_end_to_end_run():
+def test_small_end_to_end_run(tiny_effnet):
     config = BenchmarkConfig(model="b0", image_size=32, batch_sizes=(2,), train_batch_size=2,
                              engines=("effnet", "applications", "effnet-deploy"), rounds=2,
                              warmup=1, min_round_seconds=0.0, memory=False)
@@ -133,7 +149,7 @@ def test_small_end_to_end_run():
 
 
 @pytest.mark.slow
-def test_reduced_precision_engines_run_and_are_in_the_default_set():
+def test_reduced_precision_engines_run_and_are_in_the_default_set(tiny_effnet):
     assert set(benchmark.REDUCED_PRECISION_ENGINES) <= set(benchmark.DEFAULT_ENGINES)
     engines = ("applications-tflite", "effnet-tflite-int8", "effnet-onnxruntime-int8",
                "effnet-openvino", "effnet-openvino-int8")

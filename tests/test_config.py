@@ -141,3 +141,28 @@ def test_config_reaches_the_input_pipeline(tmp_path):
     np.testing.assert_array_equal(original, first_batch("original", direct=True))
     np.testing.assert_array_equal(pil, first_batch("pil", direct=True))
     assert not np.array_equal(original, pil)  # PIL rounds to uint8 where the original truncates
+
+
+def test_fine_tuning_keys_and_the_small_fine_tuning_config():
+    config = Config()
+    assert (config.model.freeze_backbone, config.model.freeze_up_to, config.model.frozen_epochs,
+            config.model.unfreeze_batch_norm, config.optimizer.layer_decay) == (
+        False, None, 0.0, False, None)  # off: the published recipe trains everything
+    config = load_config(overrides=["model.freeze_up_to=block5", "model.frozen_epochs=1.5",
+                                    "optimizer.layer_decay=0.75"])
+    assert (config.model.freeze_up_to, config.model.frozen_epochs,
+            config.optimizer.layer_decay) == ("block5", 1.5, 0.75)
+    # configs/finetune-small.yaml: a frozen warm-up, then the whole network, in one run
+    small = load_config([os.path.join(ROOT, "configs", "finetune-small.yaml")])
+    assert not small.model.freeze_backbone and small.model.new_head
+    assert 0 < small.model.frozen_epochs < small.schedule.epochs
+    assert small.optimizer.layer_decay is not None and not small.model.unfreeze_batch_norm
+
+
+def test_config_key_reference_in_the_docs_is_current():
+    from keras_effnet.discovery import config_reference  # noqa: PLC0415
+
+    with open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8") as handle:
+        assert config_reference() in handle.read(), (
+            "docs/training.md's config-key reference is stale: paste "
+            "`python tools/info.py --config_keys` into its 'Config keys' section")

@@ -15,8 +15,8 @@ import pytest
 
 from keras_effnet import build_model, weights
 from keras_effnet.weights import ConversionError
-from helpers import (layer_weights, lukemelas_state_dict, randomized_batch_norm,
-                     write_tpu_checkpoint)
+from helpers import (layer_weights, lukemelas_state_dict, randomized_batch_norm, run_cli,
+                     run_together, write_tpu_checkpoint)
 
 B0 = "efficientnet-b0"
 
@@ -279,21 +279,17 @@ def test_unknown_source_format():
         weights.read_source("onnx", "x", B0)
 
 
-def test_command_line_refuses_a_wrong_file(checkpoint, tmp_path):
-    """tools/convert_weights.py exits 1 with the converter's message."""
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def test_command_line_refuses_a_wrong_file(checkpoint, tmp_path, capsys):
+    """keras-effnet-convert exits 1 with the converter's message (its main in this process,
+    ``helpers.run_cli``; the --help test below runs the tools/ shim in a subprocess)."""
     output = tmp_path / "b2.weights.h5"
-    result = subprocess.run(
-        [sys.executable, os.path.join(root, "tools", "convert_weights.py"),
-         "--source", "tpu-checkpoint", "--model", "efficientnet-b2",
-         "--input", str(checkpoint), "--output", str(output)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 1
-    assert "error:" in result.stderr and "holds the weights of 'efficientnet-b0'" in result.stderr
+    capsys.readouterr()
+    returncode = run_cli("convert_weights", ["--source", "tpu-checkpoint",
+                                             "--model", "efficientnet-b2",
+                                             "--input", str(checkpoint), "--output", str(output)])
+    stderr = capsys.readouterr().err
+    assert returncode == 1
+    assert "error:" in stderr and "holds the weights of 'efficientnet-b0'" in stderr
     assert not output.exists()
 
 
@@ -301,15 +297,15 @@ def test_command_line_help_lists_its_flags():
     """--help of the tools/ shim and of ``python -m keras_effnet.cli.convert_weights`` lists the
     job's own flags (defined in ``run()``, not at import)."""
     import os
-    import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    for command in ([os.path.join(root, "tools", "convert_weights.py")],
-                    ["-m", "keras_effnet.cli.convert_weights"]):
-        result = subprocess.run([sys.executable, *command, "--help"], capture_output=True,
-                                text=True, timeout=300, env=env, cwd=root)
+    commands = ([os.path.join(root, "tools", "convert_weights.py")],
+                ["-m", "keras_effnet.cli.convert_weights"])
+    results = run_together([[sys.executable, *command, "--help"] for command in commands],
+                           timeout=300, env=env, cwd=root)  # both at once
+    for command, result in zip(commands, results):
         # (absl's --help exits with status 1)
         for flag in ("--source", "--model", "--input", "--output", "--[no]include_top",
                      "--normalization"):

@@ -49,6 +49,22 @@ def test_batch_norm_and_dropout_removed(models):
     assert deployed.count_params() < model.count_params()
 
 
+def test_swish_becomes_sigmoid_and_multiply(models):
+    """Each swish Activation is rewritten as x * sigmoid(x) in two standard layers (so grappler
+    fuses it into the convolution before it); names and numbers are kept."""
+    model, deployed = models
+    swish = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Activation)
+             and layer.get_config()["activation"] in ("swish", "silu")]
+    for name in swish:
+        assert isinstance(deployed.get_layer(name), keras.layers.Multiply)
+        assert deployed.get_layer(f"{name}_sigmoid").get_config()["activation"] == "sigmoid"
+    assert not any(isinstance(layer, keras.layers.Activation)
+                   and layer.get_config()["activation"] in ("swish", "silu")
+                   for layer in deployed.layers)
+    if model.name.startswith("efficientnetb"):
+        assert "stem_activation" in swish and "block1a_activation" in swish
+
+
 def test_shares_no_variables(models):
     model, deployed = models
     original = {id(v) for v in model.weights}
@@ -112,6 +128,30 @@ def test_conv_with_two_consumers_is_not_folded():
     model = keras.Model(inputs, keras.layers.Add()([conv, norm]))
     deployed = deploy(model)
     assert "bn" in {layer.name for layer in deployed.layers}
+
+
+def test_conv_that_is_also_an_output_is_not_folded():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 1, use_bias=False, name="conv")(inputs)
+    norm = keras.layers.BatchNormalization(name="bn")(conv)
+    deployed = deploy(keras.Model(inputs, [conv, norm]))
+    assert "bn" in {layer.name for layer in deployed.layers}
+
+
+def test_shared_conv_is_not_folded():
+    inputs = [keras.Input((8, 8, 3)), keras.Input((8, 8, 3))]
+    shared = keras.layers.Conv2D(4, 1, use_bias=False, name="conv")
+    norm = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, [norm(shared(inputs[0])), shared(inputs[1])])
+    rng = np.random.default_rng(0)
+    norm.set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(size=4), rng.normal(size=4),
+                      rng.uniform(0.5, 2.0, 4)])
+    deployed = deploy(model)
+    assert "bn" in {layer.name for layer in deployed.layers}
+    x = [rng.normal(size=(1, 8, 8, 3)).astype("float32") for _ in inputs]
+    for got, expected in zip(deployed(x), model(x, training=False)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
+                                   keras.ops.convert_to_numpy(expected), atol=1e-5)
 
 
 def test_folding_normalization_into_stem_is_not_exact():

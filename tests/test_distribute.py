@@ -4,14 +4,11 @@ worker processes on loopback, each a real ``tools/train.py`` run in a subprocess
 import json
 import os
 import socket
-import subprocess
 
 import pytest
-from test_resume import make_folder_dataset, train_command  # tests/ is on sys.path under pytest
+from helpers import make_folder_dataset, start, train_command
 
 from keras_effnet.distribute import task_info, worker_count_from_env
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_ports(count):
@@ -22,10 +19,6 @@ def free_ports(count):
     for sock in sockets:
         sock.close()
     return ports
-
-
-def env_with(**extra):
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **extra)
 
 
 def test_worker_count_from_env(monkeypatch):
@@ -42,42 +35,71 @@ def test_task_info_of_single_worker_strategy():
     assert task_info(tf.distribute.get_strategy()) == (0, 1, True)
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    data_root = make_folder_dataset(str(tmp_path / "data"))
-    model_dir = tmp_path / "run"
-    command = train_command(data_root, model_dir, "--strategy=mirrored", "--epochs=1",
+class Run:
+    """A training run of one or more processes, each logging to its own file."""
+
+    def __init__(self, model_dir, commands_and_env):
+        self.model_dir = model_dir
+        self.logs = [model_dir.parent / f"{model_dir.name}-{index}.txt"
+                     for index in range(len(commands_and_env))]
+        self.processes = []
+        for log_path, (command, env) in zip(self.logs, commands_and_env):
+            with open(log_path, "w") as log:
+                self.processes.append(start(command, log, **env))
+
+    def wait(self, timeout=300):
+        """Exit statuses, and the tail of each log."""
+        codes = [process.wait(timeout=timeout) for process in self.processes]
+        return codes, [path.read_text()[-3000:] for path in self.logs]
+
+    def kill(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both strategies' runs, started together: three processes of mostly single-threaded
+    imports and tracing that the 2 CI cores run at once instead of one strategy after the other.
+    """
+    root = tmp_path_factory.mktemp("distribute")
+    data_root = make_folder_dataset(str(root / "data"))
+    mirrored = root / "mirrored"
+    command = train_command(data_root, mirrored, "--strategy=mirrored", "--epochs=1",
                             "--set=runtime.cpu_devices=2", "--set=model.sync_batch_norm=true")
-    done = subprocess.run(command, env=env_with(), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    multi_worker = root / "multi_worker"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append((train_command(data_root, multi_worker, "--strategy=multi_worker_mirrored",
+                                      "--epochs=1"), {"TF_CONFIG": tf_config}))
+    started = {"mirrored": Run(mirrored, [(command, {})]),
+               "multi_worker": Run(multi_worker, workers)}
+    yield started
+    for run in started.values():
+        run.kill()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(runs):
+    run = runs["mirrored"]
+    codes, logs = run.wait()
+    assert codes == [0], logs
+    model_dir = run.model_dir
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["step"] == 6 and metrics["global_batch_size"] == 8
     assert os.path.exists(model_dir / "export" / "model.keras")
 
 
 @pytest.mark.slow
-def test_multi_worker_mirrored_two_processes_on_loopback(tmp_path):
-    data_root = make_folder_dataset(str(tmp_path / "data"))
-    model_dir = tmp_path / "run"
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker{index}.txt", "w")
-        command = train_command(data_root, model_dir, "--strategy=multi_worker_mirrored", "--epochs=1")
-        processes.append((subprocess.Popen(command, env=env_with(TF_CONFIG=tf_config), cwd=ROOT,
-                                           stdout=log, stderr=subprocess.STDOUT), log))
-    try:
-        codes = [process.wait(timeout=300) for process, _ in processes]
-    finally:
-        for process, log in processes:
-            if process.poll() is None:
-                process.kill()
-            log.close()
-    logs = [(tmp_path / f"worker{index}.txt").read_text()[-3000:] for index in range(2)]
+def test_multi_worker_mirrored_two_processes_on_loopback(runs):
+    run = runs["multi_worker"]
+    codes, logs = run.wait()
     assert codes == [0, 0], logs
+    model_dir = run.model_dir
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["step"] == 6
     assert os.path.exists(model_dir / "ckpt-6.index")

@@ -1,15 +1,24 @@
 """Fine-tuning: new heads, freezing with batch norm in inference mode, layer-wise lr decay,
-adapted stems (keras_effnet.finetune and build_model's new_head / in_channels)."""
+adapted stems (keras_effnet.finetune and build_model's new_head / in_channels); the frozen
+warm-up, its resume and layer decay in training (model.frozen_epochs, optimizer.layer_decay)."""
 
 import math
+import os
+import signal
+import subprocess
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_effnet
-from keras_effnet import finetune
+from keras_effnet import finetune, training
+from keras_effnet.config import load_config, resolve_spec
 from helpers import randomized_batch_norm
+from test_resume import (
+    ROOT, checkpoint_values, latest_step, make_folder_dataset, start, train_command, wait_for_step)
+from test_training import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +135,173 @@ def test_in_channels_adapts_the_pretrained_stem(lite0_file, channels):
     np.testing.assert_allclose(model(inputs), source(rgb), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="in_channels=1"):
         keras_effnet.EfficientNetLite0(weights=path, input_shape=(64, 64, 1))
+
+
+# -- fine-tuning in the training loop (model.frozen_epochs, optimizer.layer_decay) ----------------
+
+TINY = ["model.phi=-8", "model.resolution=32", "data.image_size=32", "augmentation.name=none",
+        "runtime.progress_bar=false", "runtime.seed=0", "data.batch_size=8", "schedule.epochs=2"]
+
+
+def tiny_trainer(model_dir, *overrides, count=32):
+    """A Trainer of a tiny network on ``count`` images whose dominant colour is the class
+    (tests/test_training.py's ``synthetic``; batch 8: ``count / 8`` steps per epoch)."""
+    images, labels = synthetic(count)
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8, drop_remainder=True)
+    evaluation = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
+    config = load_config(overrides=TINY + [f"runtime.model_dir={model_dir}", *overrides])
+    return training.Trainer(config, train_dataset=train, eval_dataset=evaluation,
+                            facts=training.DatasetFacts(num_classes=4, num_train_examples=count))
+
+
+def values(variables) -> dict[str, np.ndarray]:
+    return {variable.path: np.array(variable.numpy()) for variable in variables}
+
+
+def slot(optimizer, name: str) -> np.ndarray:
+    """The optimiser variable ``<optimizer>/<name>`` (e.g. ``stem_conv_kernel_momentum``)."""
+    (found,) = [v for v in optimizer.variables if v.path.endswith(f"/{name}")]
+    return found.numpy()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.freeze_backbone=true", "model.frozen_epochs=1"], "set one of them"),
+    (["model.freeze_up_to=block5"], "freezes nothing without model.frozen_epochs"),
+    (["model.frozen_epochs=1", "model.freeze_up_to=block9"], "'block9' is not a stage"),
+    (["model.unfreeze_batch_norm=true"], "only applies when the backbone is unfrozen"),
+    (["model.frozen_epochs=-1"], "must be >= 0"),
+    (["model.frozen_epochs=2"], "lasts the whole run of 8 steps"),
+    (["model.frozen_epochs=0.1"], "shorter than one step"),
+    (["optimizer.layer_decay=0"], r"must be in \(0, 1\]"),
+    (["optimizer.layer_decay=1.5"], r"must be in \(0, 1\]"),
+])
+def test_contradictory_fine_tuning_keys_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(tmp_path, *overrides)
+    assert not os.path.exists(tmp_path / "checkpoint")
+
+
+def test_frozen_warmup_then_unfreeze_in_one_run_and_a_resume_at_the_switch(tmp_path):
+    # 4 steps per epoch: frozen for steps 1-4, the whole network (but its batch norm) for 5-8.
+    common = ["model.frozen_epochs=1", "optimizer.name=adam", "optimizer.ema_decay=0.5",
+              "runtime.checkpoint_every_steps=0", "model.stochastic_depth_rate=0"]
+    trainer = tiny_trainer(tmp_path, *common, "runtime.max_steps=4")
+    trainer.build()
+    assert trainer.task.unfreeze_step == 4
+    assert [v.path for v in trainer.model.trainable_variables] == ["predictions/kernel",
+                                                                   "predictions/bias"]
+    initial = values(trainer.model.weights)
+    assert trainer.train()["step"] == 4  # stops at the switch, as a killed run would
+    at_switch = values(trainer.model.weights)
+    # the backbone's slots exist from the start, unused so far
+    assert np.all(slot(trainer.task.optimizer, "stem_conv_kernel_momentum") == 0)
+    for path, value in initial.items():
+        if path.startswith("predictions/"):
+            assert not np.array_equal(at_switch[path], value), path
+        else:  # frozen: weights and batch-norm statistics as loaded
+            np.testing.assert_array_equal(at_switch[path], value, err_msg=path)
+
+    resumed = tiny_trainer(tmp_path, *common)
+    metrics = resumed.train()
+    assert metrics["step"] == 8
+    trained = {v.path for v in resumed.model.trainable_variables}
+    assert {"stem_conv/kernel", "block1a_dwconv/kernel", "top_conv/kernel"} <= trained
+    assert not any("_bn/" in path for path in trained)  # frozen batch norm stays frozen
+    final = values(resumed.model.weights)
+    for path in ("stem_conv/kernel", "block1a_project_conv/kernel", "top_conv/kernel"):
+        assert not np.array_equal(final[path], at_switch[path]), path
+    for path in ("stem_bn/moving_mean", "stem_bn/gamma", "top_bn/moving_variance"):
+        np.testing.assert_array_equal(final[path], at_switch[path], err_msg=path)
+    assert np.any(slot(resumed.task.optimizer, "stem_conv_kernel_momentum") != 0)
+    # The EMA covers the backbone: its average of the stem moved after the unfreeze.
+    ema = resumed.task.ema
+    ema.swap()
+    try:
+        averaged = resumed.model.get_layer("stem_conv").kernel.numpy()
+    finally:
+        ema.swap()
+    assert not np.array_equal(averaged, at_switch["stem_conv/kernel"])
+    assert not np.array_equal(averaged, final["stem_conv/kernel"])
+    # ... and is what the export and a checkpoint restored from the run directory hold
+    for checkpoint in (None, str(tmp_path / "ckpt-8")):
+        loaded, _, _ = training.load_run_model(tmp_path, checkpoint=checkpoint)
+        np.testing.assert_array_equal(loaded.get_layer("stem_conv").kernel.numpy(), averaged)
+
+
+def test_layer_decay_scales_each_variables_update():
+    """One SGD step with optimizer.layer_decay moves each variable by its multiplier times the
+    step without it: the stem 0.8 ** (depth groups - 1) as far, the classifier as far."""
+    images, labels = synthetic(8)
+    facts = training.DatasetFacts(num_classes=4, num_train_examples=32)
+
+    def one_step(*overrides):
+        config = load_config(overrides=TINY + [
+            "optimizer.name=sgd", "optimizer.lr_per_256=8", "schedule.decay=constant",
+            "schedule.warmup_epochs=0", "optimizer.ema_decay=0", *overrides])
+        spec = resolve_spec(config.model)
+        task = training.TrainingTask(config, spec, facts, 32, spec.normalization,
+                                     steps_per_epoch=4, total_steps=8, global_batch=8,
+                                     num_replicas=1)
+        keras.utils.set_random_seed(0)  # the same initial weights and dropout masks
+        task.build(initial_weights=False)
+        before = values(task.model.trainable_variables)
+        # eager: a quarter of the time of tracing (test_optim checks the compiled update)
+        task.replica_train_step(tf.constant(images), tf.constant(labels))
+        after = values(task.model.trainable_variables)
+        return task.model, {path: after[path] - before[path] for path in before}
+
+    _, plain = one_step()
+    model, decayed = one_step("optimizer.layer_decay=0.8")
+    multipliers = finetune.layer_decay_multipliers(model, 0.8)
+    last = max(finetune.depth_groups(model).values())
+    assert last >= 9 and multipliers["predictions/kernel"] == 1.0
+    assert multipliers["stem_conv/kernel"] == pytest.approx(0.8 ** last)
+    assert set(decayed) == set(multipliers)
+    ratios = {}
+    for path, delta in decayed.items():
+        size = np.linalg.norm(plain[path])
+        if size == 0:  # (no gradient reaches it in one step)
+            continue
+        ratios[path] = np.linalg.norm(delta) / size
+        assert ratios[path] == pytest.approx(multipliers[path], rel=2e-3), path
+    assert {"stem_conv/kernel", "top_conv/kernel", "predictions/kernel"} <= set(ratios)
+    # the early stage moves less than the head, by the multipliers' factor
+    assert (np.abs(decayed["stem_conv/kernel"]).max()
+            < 0.8 ** (last - 1) * np.abs(plain["stem_conv/kernel"]).max())
+    assert ratios["stem_conv/kernel"] < ratios["block4a_expand_conv/kernel"] < ratios[
+        "predictions/kernel"]
+
+
+@pytest.mark.slow
+def test_killed_after_unfreezing_resumes_unfrozen_bit_identical(tmp_path):
+    """kill -9 a real run after its frozen warm-up ended; the rerun resumes unfrozen and ends
+    with the weights, optimiser slots, EMA and RNG state of a run that went straight through
+    (deterministic mode, as tests/test_resume.py)."""
+    data_root = make_folder_dataset(str(tmp_path / "data"))  # 48 images: 6 steps per epoch
+    warmup = ["--set=model.frozen_epochs=1", "--set=optimizer.layer_decay=0.8"]
+    model_dir = tmp_path / "run"
+    log_path = tmp_path / "log.txt"
+    with open(log_path, "w") as log:
+        process = start(train_command(data_root, model_dir, *warmup), log)
+        wait_for_step(process, model_dir, 8)  # the backbone unfroze at step 6
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        killed_at = latest_step(model_dir)
+        assert 8 <= killed_at < 12
+        process = start(train_command(data_root, model_dir, *warmup), log)
+        assert process.wait(300) == 0
+    text = log_path.read_text()
+    assert "step 6: the backbone is unfrozen" in text
+    assert f"resumed from {model_dir}/ckpt-{killed_at} at step {killed_at}" in text
+    assert f"step {killed_at}: the backbone is unfrozen" in text  # resumed unfrozen
+    final = checkpoint_values(str(model_dir / "ckpt-12"))
+
+    straight = tmp_path / "straight"
+    subprocess.run(train_command(data_root, straight, *warmup), cwd=ROOT, check=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
+    expected = checkpoint_values(str(straight / "ckpt-12"))
+    compared = [name for name in expected if name.startswith(("model", "optimizer", "ema", "rng"))]
+    assert len(compared) > 100
+    for name in compared:
+        np.testing.assert_array_equal(final[name], expected[name], err_msg=name)

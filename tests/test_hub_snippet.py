@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import keras_effnet
-from keras_effnet.export.hub import export_hub_feature_vector
+from keras_effnet.export import export
 
 # https://www.tensorflow.org/hub/tf2_saved_model ("Using SavedModels from TF Hub", Keras):
 # hub.KerasLayer in a tf_keras model, fine-tuned with fit.
@@ -66,7 +66,8 @@ def hub_ready():
 def feature_vector(tmp_path_factory):
     model = keras_effnet.build_model("lite0", include_top=False, pooling="avg",
                                      input_shape=(None, None, 3))
-    return export_hub_feature_vector(model, tmp_path_factory.mktemp("hub") / "lite0_fv")
+    return export(model, "hub_feature_vector", tmp_path_factory.mktemp("hub") / "lite0_fv",
+                  image_size=224)
 
 
 @pytest.mark.slow
@@ -79,12 +80,15 @@ def test_tf_hub_docs_snippet_without_keras_effnet(hub_ready, feature_vector):
     assert np.isfinite(result["loss"])
 
 
-def test_tfsm_layer_returns_a_dict_keyed_output_0(feature_vector):
-    """keras.layers.TFSMLayer (Keras 3) loads the module for inference only: a dict output."""
+def test_tfsm_layer_returns_a_dict_keyed_as_the_metadata_says(feature_vector):
+    """keras.layers.TFSMLayer (Keras 3) loads the module for inference only: a dict output whose
+    key is the output name metadata.json lists."""
     import keras
 
     layer = keras.layers.TFSMLayer(feature_vector, call_endpoint="serving_default",
                                    trainable=False)
     outputs = layer(np.zeros((1, 64, 64, 3), "float32"))
-    assert isinstance(outputs, dict) and list(outputs) == ["output_0"]
-    assert outputs["output_0"].shape == (1, 1280)
+    assert isinstance(outputs, dict) and list(outputs) == ["feature_vector"]
+    assert outputs["feature_vector"].shape == (1, 1280)
+    with open(os.path.join(feature_vector, "metadata.json")) as handle:
+        assert json.load(handle)["outputs"] == ["feature_vector"]

@@ -203,3 +203,28 @@ def test_ema_equals_the_originals_tf1_average():
         ours.apply()
         np.testing.assert_allclose(ours.average_variables[0].numpy(),
                                    original.average(variable).numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, precision", [
+    ("rmsprop", "float32"), ("sgd", "float32"), ("adam", "float32"), ("rmsprop", "mixed_float16")])
+def test_build_optimizer_applies_learning_rate_multipliers(name, precision):
+    """The per-variable multipliers of optimizer.layer_decay reach every optimiser the trainer
+    builds, in a tf.function and under loss scaling: a variable with multiplier 0.25 moves a
+    quarter as far as one without."""
+    from keras_effnet.config import load_config  # noqa: PLC0415
+    from keras_effnet.training import task  # noqa: PLC0415
+
+    config = load_config(overrides=[f"optimizer.name={name}", f"runtime.mixed_precision={precision}",
+                                    "schedule.decay=constant", "schedule.warmup_epochs=0"])
+    steps = optim.schedule_steps(256, 256, epochs=1, warmup_epochs=0, decay_epochs=1)
+    full = keras.Variable(np.ones(3, "float32"), name="full")
+    scaled = keras.Variable(np.ones(3, "float32"), name="scaled")
+    optimizer, _ = task.build_optimizer(config, steps, 256,
+                                        learning_rate_multipliers={scaled.path: 0.25})
+    optimizer.build([full, scaled])
+    # (a loss-scale optimiser divides the gradients by its scale)
+    gradient = tf.constant([1.0, -2.0, 0.5]) * float(optimizer.scale_loss(1.0))
+    tf.function(lambda: optimizer.apply([gradient, gradient], [full, scaled]))()
+    moved = 1.0 - full.numpy()
+    assert np.all(np.abs(moved) > 1e-3)
+    np.testing.assert_allclose(1.0 - scaled.numpy(), 0.25 * moved, rtol=1e-4)

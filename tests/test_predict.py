@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import randomized_batch_norm
+from helpers import randomized_batch_norm, run_cli
 
 from keras_effnet import data, imagenet, predict
 from keras_effnet import weights as weight_sets
@@ -86,7 +86,7 @@ def test_classify_with_a_weights_file_uses_imagenet_names(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_tool_with_a_run_directory(tmp_path):
+def test_predict_tool_with_a_run_directory(tmp_path, capsys):
     tiny_run(tmp_path / "run")
     image = write_png(tmp_path / "photo.png")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -98,10 +98,11 @@ def test_predict_tool_with_a_run_directory(tmp_path):
     assert lines[0] == image and len(lines) == 3
     assert all(line.strip().startswith(("1.", "2.")) and "%" in line for line in lines[1:])
     assert any(name in lines[1] for name in NAMES)
-    bad = subprocess.run([sys.executable, "-m", "keras_effnet.cli.predict",
-                          f"--model_dir={tmp_path}", image],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert bad.returncode == 1 and "holds no run.json" in bad.stderr
+    # A directory that is no run: the same main in this process (helpers.run_cli), without a
+    # second TensorFlow import.
+    capsys.readouterr()
+    returncode = run_cli("predict", [f"--model_dir={tmp_path}", image])
+    assert returncode == 1 and "holds no run.json" in capsys.readouterr().err
 
 
 def test_help_lists_the_tools_own_flags():

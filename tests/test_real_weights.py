@@ -13,15 +13,13 @@ can never pass silently.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from keras_effnet import build_model, weights
 from keras_effnet.imagenet import class_index
 from keras_effnet.preprocessing import preprocess_for_eval
-from helpers import original_eval_of_pixels, real_photos, require_module
+from helpers import original_eval_of_pixels, real_photos, require_module, run_cli
 
 LITE0 = "efficientnet-lite0"
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -91,11 +89,10 @@ def test_lite0_logits_match_the_pytorch_reference(state_dict_path, photos, keras
     assert np.array_equal(np.argsort(-keras_logits, 1)[:, :5], np.argsort(-torch_logits, 1)[:, :5])
 
 
-def test_predict_tool_prints_top5(keras_logits, tmp_path_factory):
-    """tools/predict.py on a real photo with the converted weights (registry eval settings)."""
-    import subprocess
-    import sys
-
+def test_predict_tool_prints_top5(keras_logits, tmp_path_factory, capsys):
+    """keras-effnet-predict on a real photo with the converted weights (registry eval settings):
+    its main in this process (``helpers.run_cli``; tests/test_predict.py runs tools/predict.py
+    in a subprocess)."""
     import tensorflow as tf
     from skimage import data
 
@@ -103,12 +100,10 @@ def test_predict_tool_prints_top5(keras_logits, tmp_path_factory):
     weights_file = next(folder.glob("lite0*/efficientnet-lite0.weights.h5"))
     image = folder / "chelsea.png"
     tf.io.write_file(str(image), tf.io.encode_png(data.chelsea()))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, os.path.join(root, "tools", "predict.py"), str(image),
-         "--model", LITE0, "--weights", str(weights_file)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
+    capsys.readouterr()
+    returncode = run_cli("predict", [str(image), "--model", LITE0, "--weights", str(weights_file)])
+    stdout, stderr = capsys.readouterr()
+    assert returncode == 0, stderr[-2000:]
+    lines = stdout.strip().splitlines()
     assert lines[0] == str(image) and len(lines) == 6
     assert "tiger_cat" in lines[1] and "%" in lines[1]

@@ -1,17 +1,18 @@
 """Issue 13, files side: export/convert outputs, weight cache, image folders, prediction inputs,
-atomic writes, scaling guards, as a careless user meets them (command lines in subprocesses)."""
+atomic writes, scaling guards, as a careless user meets them (the command lines' mains with
+their flags, exit statuses and stderr, in this process: ``helpers.run_cli``)."""
 
+import collections
 import hashlib
 import io
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_cli
 
 from keras_effnet import atomic, predict, scaling, weights
 from keras_effnet.applications import build_model
@@ -19,13 +20,15 @@ from keras_effnet.data.sources import list_folder
 from keras_effnet.export import check_output
 from keras_effnet.preprocessing import EvalPreprocessing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+Result = collections.namedtuple("Result", "returncode stdout stderr")
 
 
-def run_cli(args, cwd=ROOT):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=240)
+def run_command_line(capsys, name, *argv):
+    """``keras_effnet.cli.<name>`` with ``argv``: its exit status and what it printed."""
+    capsys.readouterr()
+    status = run_cli(name, argv)
+    out, err = capsys.readouterr()
+    return Result(status, out, err)
 
 
 def assert_clear_error(result, *needles):
@@ -36,11 +39,11 @@ def assert_clear_error(result, *needles):
 
 
 # 1. export --overwrite replaces only a previous export.
-def test_export_overwrite_of_the_working_directory_is_refused(tmp_path):
+def test_export_overwrite_of_the_working_directory_is_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "notes.txt").write_text("keep me")
-    result = run_cli(["-m", "keras_effnet.cli.export", "--model=efficientnet-b0",
-                      "--weights=imagenet", "--format=saved_model", "--output=.",
-                      "--overwrite"], cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_command_line(capsys, "export", "--model=efficientnet-b0", "--weights=imagenet",
+                              "--format=saved_model", "--output=.", "--overwrite")
     assert_clear_error(result, "working directory")
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
@@ -69,12 +72,12 @@ def test_export_overwrite_refuses_runs_and_foreign_directories(tmp_path):
 
 
 # 7. convert_weights refuses to overwrite without --overwrite (export's rule).
-def test_convert_weights_refuses_an_existing_output(tmp_path):
+def test_convert_weights_refuses_an_existing_output(tmp_path, capsys):
     output = tmp_path / "b0.weights.h5"
     output.write_bytes(b"precious")
-    result = run_cli(["-m", "keras_effnet.cli.convert_weights", "--source=lukemelas",
-                      "--model=efficientnet-b0", f"--input={tmp_path / 'x.pth'}",
-                      f"--output={output}"])
+    result = run_command_line(capsys, "convert_weights", "--source=lukemelas",
+                              "--model=efficientnet-b0", f"--input={tmp_path / 'x.pth'}",
+                              f"--output={output}")
     assert_clear_error(result, "already exists", "--overwrite")
     assert output.read_bytes() == b"precious"
     (tmp_path / "d.weights.h5").mkdir()

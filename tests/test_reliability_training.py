@@ -1,9 +1,12 @@
 """Issue 13, training side: a careless user's bad inputs to keras-effnet-train, as they meet them.
 
 Every job here is tiny (compound phi=-8 at 32 px, 4 classes of 4 images, 2 steps an epoch) and
-runs through the command line in a subprocess, as a user would run it.
+runs through the command line: the Ctrl-C run in a subprocess, the others through the command
+line's main in this process (``helpers.run_cli``: the same flags, exit status and stderr, without
+the ~8 s of CPU a subprocess spends importing TensorFlow).
 """
 
+import collections
 import fcntl
 import json
 import os
@@ -15,40 +18,30 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, make_folder_dataset, run_cli
 
 from keras_effnet import training
 from keras_effnet.config import load_config
 from keras_effnet.training import guards
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def make_folder_dataset(root, classes=4, per_class=(4, 4), size=32):
-    rng = np.random.default_rng(0)
-    for split, count in zip(("train", "validation"), per_class):
-        for label in range(classes):
-            directory = os.path.join(root, split, f"class{label}")
-            os.makedirs(directory, exist_ok=True)
-            for index in range(count):
-                image = rng.uniform(0, 60, (size, size, 3))
-                image[..., label % 3] += 120
-                tf.io.write_file(os.path.join(directory, f"{index}.png"),
-                                 tf.io.encode_png(image.astype("uint8")))
-    return str(root)
-
-
-def train_args(data_root, model_dir, *extra):
-    return ["-m", "keras_effnet.cli.train", f"--model_dir={model_dir}",
+def train_flags(data_root, model_dir, *extra):
+    return [f"--model_dir={model_dir}",
             f"--dataset=folder:{data_root}", "--image_size=32", "--batch_size=8", "--epochs=1",
             "--set=model.phi=-8", "--set=model.resolution=32", "--set=augmentation.name=none",
             "--set=data.cache=false", "--set=runtime.progress_bar=false",
             "--set=optimizer.ema_decay=0", *extra]
 
 
-def run_cli(args, timeout=240, **kwargs):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout, **kwargs)
+Result = collections.namedtuple("Result", "returncode stdout stderr")
+
+
+def run_train(capsys, data_root, model_dir, *extra):
+    """keras-effnet-train with these flags: its exit status and what it printed."""
+    capsys.readouterr()  # only this command line's output
+    status = run_cli("train", train_flags(data_root, model_dir, *extra))
+    out, err = capsys.readouterr()
+    return Result(status, out, err)
 
 
 def assert_clear_error(result, *needles):
@@ -60,7 +53,7 @@ def assert_clear_error(result, *needles):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return make_folder_dataset(tmp_path_factory.mktemp("data"))
+    return make_folder_dataset(tmp_path_factory.mktemp("data"), per_class=(4, 4))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,8 @@ def interrupted_run(data_root, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("run"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(
-        [sys.executable, *train_args(data_root, model_dir, "--epochs=1000")], cwd=ROOT, env=env,
+        [sys.executable, "-m", "keras_effnet.cli.train",
+         *train_flags(data_root, model_dir, "--epochs=1000")], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while tf.train.latest_checkpoint(model_dir) is None and time.time() < deadline:
@@ -92,10 +86,11 @@ def snapshot(directory):
 
 
 # 2. A failed resume must not touch the run.
-def test_resume_with_another_model_is_refused_and_changes_nothing(data_root, interrupted_run):
+def test_resume_with_another_model_is_refused_and_changes_nothing(data_root, interrupted_run,
+                                                                  capsys):
     finished_run = interrupted_run[0]
     before = snapshot(finished_run)
-    result = run_cli(train_args(data_root, finished_run, "--set=model.phi=-7"))
+    result = run_train(capsys, data_root, finished_run, "--set=model.phi=-7")
     assert_clear_error(result, "model.phi", "-8", "-7", "new --model_dir")
     assert snapshot(finished_run) == before
     # The run still evaluates/loads afterwards.
@@ -104,13 +99,15 @@ def test_resume_with_another_model_is_refused_and_changes_nothing(data_root, int
 
 
 # 3. An exclusive lock: a second job on a locked directory is refused; a stale lock is not.
-def test_second_job_on_a_locked_run_is_refused(data_root, interrupted_run):
+def test_second_job_on_a_locked_run_is_refused(data_root, interrupted_run, capsys):
     finished_run = interrupted_run[0]
+    # flock locks belong to the open file, so this one blocks the job's own open() in this
+    # process as it blocks another process's.
     with open(os.path.join(finished_run, guards.LOCK_FILE), "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         handle.write(json.dumps(dict(pid=12345, host="elsewhere")))
         handle.flush()
-        result = run_cli(train_args(data_root, finished_run))
+        result = run_train(capsys, data_root, finished_run)
     assert_clear_error(result, "in use by another training job", "12345")
 
 
@@ -124,10 +121,10 @@ def test_stale_lock_of_a_dead_process_does_not_block(tmp_path):
 
 
 # 4. Divergence: clear error, no best/ or export/ with NaN, and a rerun does not "succeed".
-def test_divergence_stops_and_a_rerun_does_not_resume_into_success(data_root, tmp_path):
+def test_divergence_stops_and_a_rerun_does_not_resume_into_success(data_root, tmp_path, capsys):
     model_dir = str(tmp_path / "run")
-    args = train_args(data_root, model_dir, "--epochs=2", "--set=optimizer.lr_per_256=1e6")
-    result = run_cli(args)
+    args = (data_root, model_dir, "--epochs=2", "--set=optimizer.lr_per_256=1e6")
+    result = run_train(capsys, *args)
     assert_clear_error(result, "diverged", "optimizer.lr_per_256")
     assert not os.path.exists(os.path.join(model_dir, "export"))
     assert not os.path.exists(os.path.join(model_dir, "metrics.json"))
@@ -138,7 +135,7 @@ def test_divergence_stops_and_a_rerun_does_not_resume_into_success(data_root, tm
             value = reader.get_tensor(name)
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                 assert np.isfinite(value).all(), (path, name)
-    rerun = run_cli(args)
+    rerun = run_train(capsys, *args)
     assert_clear_error(rerun, "diverged", "same optimizer settings")
 
 
@@ -151,7 +148,7 @@ def job(data_root, model_dir, *overrides):
 
 
 def test_one_class_dataset_is_refused(tmp_path):
-    data = make_folder_dataset(tmp_path / "one", classes=1)
+    data = make_folder_dataset(tmp_path / "one", classes=1, per_class=(4, 4))
     with pytest.raises(ValueError, match="has 1 class: a classifier needs at least 2"):
         training.Trainer(job(data, tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "config.yaml")

@@ -4,21 +4,17 @@ delete the data too, and the run's model, class names and preprocessing still cl
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_resume import make_folder_dataset
+from helpers import make_folder_dataset, run_cli
 
 from keras_effnet import export, predict, training
 from keras_effnet.config import load_config, resolve_spec
 from keras_effnet.model import EfficientNet
 from keras_effnet.run_dir import NotARunDirectory, RunDirectory
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["model.phi=-8", "model.resolution=32", "data.image_size=32", "augmentation.name=none",
         "runtime.progress_bar=false", "runtime.seed=0", "optimizer.ema_decay=0.9",
@@ -52,7 +48,7 @@ def write_images(folder, count=3, size=40):
 
 
 @pytest.mark.slow
-def test_fine_tuned_run_outlives_its_weights_file_and_its_data(tmp_path):
+def test_fine_tuned_run_outlives_its_weights_file_and_its_data(tmp_path, capsys):
     data_root = make_folder_dataset(str(tmp_path / "data"))
     run_dir = tmp_path / "run"
     base = load_config(overrides=TINY + [f"runtime.model_dir={run_dir}",
@@ -81,12 +77,13 @@ def test_fine_tuned_run_outlives_its_weights_file_and_its_data(tmp_path):
     assert metadata.dataset["source"] == f"folder:{data_root}"
     assert metadata.eval_preprocessing.resolution == 32
 
-    # 1. The weights file goes: evaluation reads only the run directory (and the data).
+    # 1. The weights file goes: evaluation reads only the run directory (and the data). The
+    # evaluate command line's main, in this process (helpers.run_cli, no second TensorFlow
+    # import): a new model from the run's files, the file it started from gone.
     os.remove(weights_file)
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
-                           f"--model_dir={run_dir}"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    capsys.readouterr()
+    returncode = run_cli("evaluate", [f"--model_dir={run_dir}"])
+    assert returncode == 0, capsys.readouterr().err[-3000:]
     result = json.loads((run_dir / "eval_validation.json").read_text())
     assert result["step"] == 6 and result["top1"] == pytest.approx(metrics["top1"])
     saved = load_config([run.config_path])

@@ -3,13 +3,14 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from helpers import run_together
 
 from keras_effnet import training
 from keras_effnet.config import Config, load_config
@@ -158,14 +159,24 @@ def test_recipe_schedule_follows_the_original():
     assert (fixed.steps_per_epoch, fixed.warmup_steps) == (7.0, 35)
 
 
-@pytest.mark.parametrize("command, own", [
-    (["tools/train.py"], ("model_dir", "config", "set", "epochs")),
-    (["-m", "keras_effnet.cli.evaluate"], ("model_dir", "checkpoint", "follow", "split", "dataset")),
-])
-def test_help_lists_the_jobs_own_flags(command, own):
+HELP_COMMANDS = (("tools/train.py",), ("-m", "keras_effnet.cli.evaluate"))
+
+
+@pytest.fixture(scope="module")
+def help_results():
+    """``--help`` of both jobs, run together (helpers.run_together)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
-                          timeout=300, cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    results = run_together([[sys.executable, *command, "--help"] for command in HELP_COMMANDS],
+                           timeout=300, cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return dict(zip(HELP_COMMANDS, results))
+
+
+@pytest.mark.parametrize("command, own", [
+    (HELP_COMMANDS[0], ("model_dir", "config", "set", "epochs")),
+    (HELP_COMMANDS[1], ("model_dir", "checkpoint", "follow", "split", "dataset")),
+])
+def test_help_lists_the_jobs_own_flags(help_results, command, own):
+    done = help_results[command]
     assert done.returncode in (0, 1), done.stderr[-2000:]  # absl's --help exits 1
     for flag in own:
         assert re.search(rf"--(\[no\])?{flag}:", done.stdout), done.stdout

@@ -55,8 +55,18 @@ def build_keras(engine: str, model: str, image_size: int):
     return constructor(weights=None, input_shape=shape)
 
 
+KERAS_ENGINES = ("effnet", "effnet-deploy", "applications")
+
+
+def inference_function(model, jit_compile: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``model(x, training=False)`` in a ``tf.function``: how the Keras engines run (and
+    ``keras_effnet.benchmark.op_profile`` profiles them). ``jit_compile=True`` (XLA) is about
+    20x slower for B0 on these CPUs (docs/performance.md, "TensorFlow path")."""
+    return tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+
+
 def _inference_step(model, images, jit_compile: bool) -> Callable[[], object]:
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+    forward = inference_function(model, jit_compile)
     tensor = tf.constant(images)
 
     def step():
@@ -237,11 +247,12 @@ class EngineSet:
             self._tempdir = tempfile.TemporaryDirectory(prefix="effnet_bench_")
         return self._tempdir.name
 
-    def _keras(self, engine: str):
-        """Keras model for effnet / effnet-deploy / applications (cached)."""
+    def keras_model(self, engine: str):
+        """Keras model for effnet / effnet-deploy / applications (cached; effnet-deploy is
+        the deploy transform of the effnet model, same weights)."""
         if engine not in self.models:
             if engine == "effnet-deploy":
-                self.models[engine] = deploy(self._keras("effnet"))
+                self.models[engine] = deploy(self.keras_model("effnet"))
             else:
                 self.models[engine] = build_keras(engine, self.config.model, self.image_size)
         return self.models[engine]
@@ -252,7 +263,7 @@ class EngineSet:
             kind = kind.replace("onnxruntime", "onnx")
             fmt, _, quantization = kind.partition("-")
             # Our exported engines start from the deploy transform.
-            model = self._keras("effnet-deploy" if source == "effnet" else "applications")
+            model = self.keras_model("effnet-deploy" if source == "effnet" else "applications")
             suffix = f"-{quantization}" if quantization else ""
             extension = {"openvino": "xml"}.get(fmt, fmt)
             path = os.path.join(self._export_dir(), f"{source}_{self.config.model}_"
@@ -261,8 +272,8 @@ class EngineSet:
         return self.exports[engine]
 
     def inference_step(self, engine: str, images: np.ndarray) -> Callable[[], object]:
-        if engine in ("effnet", "effnet-deploy", "applications"):
-            return _inference_step(self._keras(engine), images, self.config.jit_compile)
+        if engine in KERAS_ENGINES:
+            return _inference_step(self.keras_model(engine), images, self.config.jit_compile)
         if "-tflite" in engine:
             return _tflite_step(self._exported(engine), images, self.config.threads)
         if "-onnxruntime" in engine:
@@ -281,7 +292,7 @@ class EngineSet:
             if "timm" not in self.models:
                 self.models["timm"] = _timm_model(self.image_size, self.config.threads)
             return _timm_training_step(self.models["timm"], images, labels)
-        return _training_step(self._keras(engine), images, labels, self.config.jit_compile)
+        return _training_step(self.keras_model(engine), images, labels, self.config.jit_compile)
 
 
 def collect_steps(make: Callable[[str], Callable[[], object]], engines: Iterable[str],

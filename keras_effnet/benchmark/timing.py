@@ -86,6 +86,9 @@ class Measurement:
     batch_size: int
     round_images_per_second: list[float] = dataclasses.field(default_factory=list)
     call_seconds: list[float] = dataclasses.field(default_factory=list)
+    # Process CPU seconds (all threads) per image, per round: unlike wall time, barely moved by
+    # other jobs taking the cores of a shared machine.
+    round_cpu_seconds_per_image: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -116,12 +119,14 @@ class Row:
 
 def interleave(steps: dict[str, Callable[[], object]], batch_size: int, task: str, *,
                rounds: int, warmup: int = 2, min_round_seconds: float = 1.0,
-               clock: Callable[[], float] = time.perf_counter) -> dict[str, Measurement]:
+               clock: Callable[[], float] = time.perf_counter,
+               cpu_clock: Callable[[], float] = time.process_time) -> dict[str, Measurement]:
     """Time ``steps`` (name -> one blocking call) interleaved round by round.
 
     Each step runs ``warmup`` times, then the calls per round are chosen per engine so a round
     lasts about ``min_round_seconds``; then ``rounds`` rounds run every engine once each, in
-    order on even rounds and reversed on odd rounds.
+    order on even rounds and reversed on odd rounds. ``cpu_clock`` (the process's CPU time)
+    gives each round's CPU seconds per image as well.
     """
     calls_per_round = {}
     for name, step in steps.items():
@@ -136,14 +141,15 @@ def interleave(steps: dict[str, Callable[[], object]], batch_size: int, task: st
     for round_index in range(rounds):
         for name in (names if round_index % 2 == 0 else names[::-1]):
             step, result = steps[name], results[name]
-            round_start = clock()
+            round_start, cpu_start = clock(), cpu_clock()
             for _ in range(calls_per_round[name]):
                 start = clock()
                 step()
                 result.call_seconds.append(clock() - start)
             round_seconds = max(clock() - round_start, 1e-12)
-            result.round_images_per_second.append(
-                calls_per_round[name] * batch_size / round_seconds)
+            images = calls_per_round[name] * batch_size
+            result.round_images_per_second.append(images / round_seconds)
+            result.round_cpu_seconds_per_image.append((cpu_clock() - cpu_start) / images)
     return results
 
 
@@ -152,6 +158,14 @@ def ratio_median(engine: Measurement, baseline: Measurement) -> float:
     ratios = [a / b for a, b in zip(engine.round_images_per_second,
                                     baseline.round_images_per_second)]
     return statistics.median(ratios)
+
+
+def cpu_ratio_median(engine: Measurement, baseline: Measurement) -> float | None:
+    """Median over rounds of ``baseline`` CPU seconds per image divided by ``engine``'s (> 1:
+    ``engine`` needs less CPU per image); None without CPU timings."""
+    ratios = [b / a for a, b in zip(engine.round_cpu_seconds_per_image,
+                                    baseline.round_cpu_seconds_per_image) if a > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def rows_from(measurements: dict[str, Measurement]) -> list[Row]:

@@ -3,10 +3,13 @@
     keras-effnet-benchmark --model efficientnet-b0
     keras-effnet-benchmark --model b0 --image_size 128 --batch_sizes 1,8 --train_batch_size 8 \\
         --rounds 3 --min_round_seconds 0.3 --nomemory
+    keras-effnet-benchmark --model b3 --train_batch_size 4 --engines= --training_memory
 
 Prints a Markdown table (images/s, p50/p90 latency, per-round ratio medians against the
-baseline) and writes it and a CSV when asked; ``-v 1`` shows progress. All logic is in
-``keras_effnet.benchmark``.
+baseline) and writes it and a CSV when asked; ``-v 1`` shows progress. ``--training_memory``
+adds a training step with and without gradient checkpointing (``keras_effnet.remat``) side by
+side: images/s, activations kept for the backward pass, peak RSS in fresh processes; with
+``--engines=`` (none) it is the only section. All logic is in ``keras_effnet.benchmark``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from absl import app, flags
 
 from keras_effnet import benchmark
+from keras_effnet.benchmark.memory import checkpointing_markdown, compare_checkpointing
 from keras_effnet.cli import common
 
 FLAGS = flags.FLAGS
@@ -40,6 +44,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("threads", None, "Intra-op threads for every framework (default: theirs).",
                          **again)
     flags.DEFINE_boolean("memory", True, "Measure peak RSS of each Keras model in a subprocess.", **again)
+    flags.DEFINE_boolean("training_memory", False,
+                         "Also compare a training step with and without gradient checkpointing "
+                         "(images/s, activations kept for backward, peak RSS; at "
+                         "--train_batch_size).", **again)
     flags.DEFINE_string("export_dir", None, "Keep the exported .tflite/.onnx files here.", **again)
     flags.DEFINE_string("markdown_out", None, "Also write the Markdown report to this file.", **again)
     flags.DEFINE_string("csv_out", None, "Also write the CSV report to this file.", **again)
@@ -62,12 +70,22 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if FLAGS.training_memory and not config.train_batch_size:
+        print("error: --training_memory needs --train_batch_size > 0", file=sys.stderr)
+        return 1
+    if not config.engines and not FLAGS.training_memory:
+        print("error: nothing to measure: name --engines, or pass --training_memory",
+              file=sys.stderr)
+        return 1
     load_before = benchmark.machine_description(config.threads)["load average (1, 5, 15 min)"]
-    rows, unavailable = benchmark.run_benchmark(config)
+    rows, unavailable = benchmark.run_benchmark(config) if config.engines else ([], {})
     memory = []
-    if config.memory:
+    if config.memory and config.engines:
         keras_engines = [e for e in ("effnet", "applications") if e in config.engines]
         memory = benchmark.measure_memory(config, keras_engines)
+    checkpointing = []
+    if FLAGS.training_memory:
+        checkpointing = compare_checkpointing(config, memory=config.memory)
     machine = benchmark.machine_description(config.threads)
     machine["load average (1, 5, 15 min)"] = (
         f"{load_before} before, {machine['load average (1, 5, 15 min)']} after")
@@ -79,7 +97,12 @@ def main(argv: list[str]) -> int:
     notes += [f"{entry['engine']} memory: {entry['error']}" for entry in memory if "error" in entry]
     memory = [entry for entry in memory if "error" not in entry]
     command = "keras-effnet-benchmark " + " ".join(sys.argv[1:])
-    report = f"`{command}`\n\n" + benchmark.to_markdown(rows, machine, memory, notes)
+    if config.engines:
+        report = f"`{command}`\n\n" + benchmark.to_markdown(rows, machine, memory, notes)
+        if checkpointing:
+            report += "\n" + checkpointing_markdown(checkpointing, config)
+    else:
+        report = f"`{command}`\n\n" + checkpointing_markdown(checkpointing, config, machine)
     print(report)
     if FLAGS.markdown_out:
         with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:

@@ -2,10 +2,10 @@
 
 Sources: ``--model NAME --weights PATH|SET`` (a weight file or a named set such as ``imagenet``)
 or ``--model_dir DIR`` (a training run: its EMA weights, class names and evaluation
-preprocessing, read from the run directory only). Formats: saved_model, hub_feature_vector,
-hub_classification, tflite, onnx, openvino (``--quantization float32|bf16|int8``). The output
-directory is written atomically and holds
-``metadata.json``; see docs/export.md. ``-v 1`` shows progress.
+preprocessing, read from the run directory only; ``--classes`` / ``--image_size`` other than the
+run's are refused). Formats: saved_model, hub_feature_vector, hub_classification, tflite, onnx,
+openvino (``--quantization float32|bf16|int8``). The output directory is written atomically and
+holds ``metadata.json``; see docs/export.md. ``-v 1`` shows progress.
 
 Exit status: 0 done, 1 bad input (message on stderr), 2 a converter failed.
 """
@@ -33,15 +33,16 @@ def define_flags() -> None:
                         **again)
     flags.DEFINE_string("model_dir", None, "Training run directory (its EMA weights, class names "
                         "and evaluation preprocessing).", **again)
-    flags.DEFINE_integer("image_size", None, "Input side in pixels (default: the weights').",
-                         **again)
+    flags.DEFINE_integer("image_size", None, "Input side in pixels (default: the weights'; "
+                         "with --model_dir the run's, and another value is refused).", **again)
     flags.DEFINE_string("weights", None, "Weight file (.weights.h5, .keras, .h5, .pth, checkpoint) "
                         "or weight-set name (imagenet, noisy-student ...).", **again)
     flags.DEFINE_enum("format", None, list(export_lib.FORMATS), "Export format.", **again)
     flags.DEFINE_string("output", None, "Output directory (model + metadata.json).", **again)
     flags.DEFINE_bool("overwrite", False, "Replace an existing output.", **again)
-    flags.DEFINE_integer("classes", None, "Classifier outputs (default: read from the weights).",
-                         **again)
+    flags.DEFINE_integer("classes", None, "Classifier outputs (default: read from the weights; "
+                         "with --model_dir the run's labels.txt, and another number is "
+                         "refused).", **again)
     flags.DEFINE_enum("quantization", "float32", list(export_lib.ALL_QUANTIZATIONS),
                       "tflite: float32|float16|dynamic|int8; openvino: float32|bf16|int8 "
                       "(bf16: inference precision where the CPU has bf16 units; int8: NNCF "

@@ -13,6 +13,11 @@ Lite/B weight file; ``--model`` picks the variant (B variants show how much more
 without ReLU6).
 
     keras-effnet-report-int8 [--model efficientnet-lite0] [--weights PATH] [--output DIR]
+
+With ``--model_dir RUN`` (a training run, e.g. the demo's ``runs/demo``) it reports instead each
+engine's top-1 on the run's own validation split beside the Keras float model's: the accuracy a
+reduced precision costs a trained model, every int8 engine calibrated on the run's training
+images.
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from keras_effnet import export, imagenet, preprocessing
+from keras_effnet import data, export, imagenet, preprocessing, training
 from keras_effnet.cli import common
+from keras_effnet.run_dir import RunDirectory
 from keras_effnet.weights import convert
 
 FLAGS = flags.FLAGS
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "eagle",
           "horse", "motorcycle_left", "retina", "stereo_motorcycle", "lily", "grass", "skin")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+RUNTIMES = ("tflite", "onnxruntime", "openvino")
 
 
 def define_flags() -> None:
@@ -45,6 +52,8 @@ def define_flags() -> None:
                         **again)
     flags.DEFINE_integer("calibration", 64, "Calibration crops.", **again)
     flags.DEFINE_string("markdown_out", None, "Also write the table as Markdown here.", **again)
+    flags.DEFINE_string("model_dir", None, "A training run: report each engine's top-1 on the "
+                        "run's validation split instead of the photo agreement.", **again)
     common.show_in_help(sys.modules[__name__])
 
 
@@ -111,16 +120,26 @@ def crops(photos: dict[str, np.ndarray], settings: preprocessing.EvalPreprocessi
     return calibration, np.stack(evaluation).astype("float32"), names
 
 
-def engine_outputs(source, workdir: str, calibration: list[np.ndarray],
-                   evaluation: np.ndarray) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Logits of every exported engine on ``evaluation``, and a note per engine that could not
-    run here (a missing optional package)."""
+def engine_outputs(source, workdir: str, calibration: list[np.ndarray], evaluation: np.ndarray,
+                   runtimes: tuple[str, ...] = RUNTIMES,
+                   tflite_quantizations: tuple[str, ...] = QUANTIZATIONS,
+                   ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Logits of every exported engine of ``runtimes`` on ``evaluation``, and a note per engine
+    that could not run here (a missing optional package)."""
     results, notes = {}, []
-    for quantization in QUANTIZATIONS:
+    for quantization in tflite_quantizations if "tflite" in runtimes else ():
         path = export.export(source, "tflite", os.path.join(workdir, f"tflite-{quantization}"),
                              overwrite=True, quantization=quantization,
                              representative_data=calibration)
         results[f"tflite {quantization}"] = export.tflite_predict(path, evaluation)
+    if "onnxruntime" in runtimes:
+        _onnx_outputs(source, workdir, calibration, evaluation, results, notes)
+    if "openvino" in runtimes:
+        _openvino_outputs(source, workdir, calibration, evaluation, results, notes)
+    return results, notes
+
+
+def _onnx_outputs(source, workdir, calibration, evaluation, results, notes) -> None:
     try:
         path = export.export(source, "onnx", os.path.join(workdir, "onnx"), overwrite=True)
         results["onnxruntime float32"] = export.onnx_predict(path, evaluation)
@@ -129,6 +148,9 @@ def engine_outputs(source, workdir: str, calibration: list[np.ndarray],
         results["onnxruntime int8 (QDQ)"] = export.onnx_predict(int8, evaluation)
     except (ImportError, export.ExportError) as error:
         notes.append(f"onnxruntime: not measured ({error})")
+
+
+def _openvino_outputs(source, workdir, calibration, evaluation, results, notes) -> None:
     try:
         for quantization in export.OPENVINO_QUANTIZATIONS:
             path = export.export(source, "openvino", os.path.join(workdir, f"ov-{quantization}"),
@@ -140,7 +162,6 @@ def engine_outputs(source, workdir: str, calibration: list[np.ndarray],
                          f"{', '.join(export.cpu_capabilities())}); OpenVINO emulates bf16 here")
     except ImportError as error:
         notes.append(f"openvino: not measured ({error})")
-    return results, notes
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -164,12 +185,72 @@ def agreement_table(reference: np.ndarray, results: dict[str, np.ndarray]) -> st
     return "\n".join(lines)
 
 
+def validation_split(source, run_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The run's validation images (through its evaluation preprocessing) and labels."""
+    config = training.run_config(RunDirectory(run_dir))
+    settings = source.eval_preprocessing
+    dataset = data.make_dataset(
+        config.data.source, config.data.eval_split, image_size=settings.resolution,
+        batch_size=256, training=False, data_dir=config.data.data_dir,
+        eval_preprocessing=settings, validation_fraction=config.data.validation_fraction,
+        drop_remainder=False, repeat=False)
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
+    return np.concatenate(images).astype("float32"), np.concatenate(labels).astype("int64")
+
+
+def accuracy_table(labels: np.ndarray, reference: np.ndarray,
+                   results: dict[str, np.ndarray]) -> str:
+    """Markdown: per engine, validation top-1, its change against the Keras float model and the
+    top-1 agreement with it."""
+    keras_top1 = float(np.mean(np.argmax(reference, -1) == labels))
+    lines = ["| engine | validation top-1 | change vs Keras float | top-1 agreement |",
+             "|---|---:|---:|---:|", f"| keras float32 | {keras_top1:.4f} | — | 1.000 |"]
+    for name, logits in results.items():
+        top1 = float(np.mean(np.argmax(logits, -1) == labels))
+        lines.append(f"| {name} | {top1:.4f} | {top1 - keras_top1:+.4f} | "
+                     f"{export.top1_agreement(reference, logits):.3f} |")
+    return "\n".join(lines)
+
+
+def run_report(run_dir: str, workdir: str, calibration_count: int = 64,
+               runtimes: tuple[str, ...] = RUNTIMES,
+               tflite_quantizations: tuple[str, ...] = QUANTIZATIONS) -> str:
+    """The ``--model_dir`` report: every engine's validation top-1 for a trained run."""
+    source = export.load_source(model_dir=run_dir)
+    settings = source.eval_preprocessing
+    calibration = list(export.representative_arrays(source.representative_data, settings,
+                                                    calibration_count))
+    images, labels = validation_split(source, run_dir)
+    keras_logits = source.model.predict(images, verbose=0, batch_size=256)
+    results, notes = engine_outputs(source, workdir, calibration, images, runtimes,
+                                    tflite_quantizations)
+    header = (f"run {run_dir} ({source.variant}, {settings.resolution} px): {len(images)} "
+              f"validation images; int8 calibrated on {len(calibration)} training images")
+    return "\n".join([header, "", accuracy_table(labels, keras_logits, results), ""]
+                     + [f"- {note}" for note in notes])
+
+
+def write_markdown(report: str) -> None:
+    if FLAGS.markdown_out:
+        with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:
+            handle.write(f"`keras-effnet-report-int8 {' '.join(sys.argv[1:])}`\n\n{report}\n")
+
+
 def main(argv: list[str]) -> int:
     """Export every engine and print how each agrees with the float Keras model."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     common.start_logging()
     workdir = FLAGS.output or tempfile.mkdtemp(prefix="report-int8-")
+    if FLAGS.model_dir:
+        try:
+            report = run_report(FLAGS.model_dir, workdir, FLAGS.calibration)
+        except (ValueError, FileNotFoundError, ImportError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(report)
+        write_markdown(report)
+        return 0
     try:
         weights = FLAGS.weights or lite0_weights(workdir)
         source = export.load_source(FLAGS.model, weights=weights)
@@ -193,9 +274,7 @@ def main(argv: list[str]) -> int:
         for i in range(0, len(evaluation), 6):
             a, b = int(np.argmax(keras_logits[i])), int(np.argmax(results["tflite int8"][i]))
             print(f"    {names[i]:22s} {classes[a]:22s} -> {classes[b]}")
-    if FLAGS.markdown_out:
-        with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:
-            handle.write(f"`keras-effnet-report-int8 {' '.join(sys.argv[1:])}`\n\n{report}\n")
+    write_markdown(report)
     return 0
 
 

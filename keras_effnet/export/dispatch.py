@@ -9,7 +9,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from keras_effnet.export.hub import hub_module
+from keras_effnet.export.hub import OUTPUT_NAMES, hub_module
 from keras_effnet.export.onnx import DEFAULT_OPSET, export_onnx
 from keras_effnet.export.openvino import OPENVINO_QUANTIZATIONS, export_openvino
 from keras_effnet.export.serving import DEFAULT_TOP_K, serving_module
@@ -54,7 +54,7 @@ def _io_metadata(source: ExportSource, fmt: str, *, quantization: str, opset: in
     if fmt.startswith("hub_"):
         return dict(input={"dtype": "float32", "shape": [None, None, None, 3], "range": [0, 1],
                            "note": "hub convention: multiply by 255 happens inside"},
-                    outputs=["feature_vector" if fmt == "hub_feature_vector" else "logits"],
+                    outputs=[OUTPUT_NAMES[fmt[len("hub_"):]]],
                     weight_decay=weight_decay)
     int8 = fmt == "tflite" and quantization == "int8"
     if fmt == "openvino":

@@ -24,6 +24,8 @@ from keras_effnet.export.metadata import METADATA_FILE, write_metadata
 from keras_effnet.export.staging import staged_directory
 
 KINDS = ("feature_vector", "classification")
+# The serving signature's output key per kind (also listed as ``outputs`` in metadata.json).
+OUTPUT_NAMES = {"feature_vector": "feature_vector", "classification": "logits"}
 IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 
 
@@ -38,7 +40,7 @@ class HubModule(tf.Module):
     variables = ()
     trainable_variables = ()
 
-    def __init__(self, net: keras.Model, weight_decay: float | None = None):
+    def __init__(self, net: keras.Model, output_name: str, weight_decay: float | None = None):
         super().__init__(name="hub_module")
         self.variables = [variable.value for variable in net.variables]
         self.trainable_variables = [variable.value for variable in net.trainable_variables]
@@ -60,13 +62,20 @@ class HubModule(tf.Module):
             images = tf.convert_to_tensor(images, tf.float32)
             return tf.cast(net(images * 255.0, training=training), tf.float32)
 
+        @tf.function(input_signature=[IMAGES])
+        def serve(images):
+            return {output_name: call(images, training=False)}
+
         call.get_concrete_function(IMAGES, training=True)
         call.get_concrete_function(IMAGES, training=False)
         self.__call__ = call
+        self.serve = serve
 
     def signatures(self) -> dict:
-        """``serving_default``: ``__call__`` in inference mode."""
-        return {"serving_default": self.__call__.get_concrete_function(IMAGES, training=False)}
+        """``serving_default``: ``__call__`` in inference mode, its output keyed ``feature_vector``
+        or ``logits`` (the names ``metadata.json`` lists; ``keras.layers.TFSMLayer`` returns
+        this dict)."""
+        return {"serving_default": self.serve.get_concrete_function()}
 
 
 def hub_module(model: keras.Model, kind: str, weight_decay: float | None = None) -> HubModule:
@@ -83,7 +92,8 @@ def hub_module(model: keras.Model, kind: str, weight_decay: float | None = None)
         raise ValueError("a classification module needs a model with its classifier "
                          "(include_top=True)")
     # Hub image modules accept any height and width.
-    return HubModule(export_view(model, input_shape=(None, None, 3)), weight_decay)
+    return HubModule(export_view(model, input_shape=(None, None, 3)), OUTPUT_NAMES[kind],
+                     weight_decay)
 
 
 def _export_hub(kind: str, model, output_dir, weight_decay, metadata, overwrite, protected) -> str:

@@ -28,7 +28,7 @@ from keras_effnet import data as data_lib
 from keras_effnet import weights as weights_lib
 from keras_effnet.export.graph import backbone_model, default_eval_preprocessing, has_classifier
 from keras_effnet.preprocessing import EvalPreprocessing
-from keras_effnet.run_dir import RunDirectory
+from keras_effnet.run_dir import LABELS_FILE, METADATA_FILE, RunDirectory, RunMetadata
 from keras_effnet.scaling import ModelSpec, get_spec
 
 logger = logging.getLogger(__name__)
@@ -97,15 +97,21 @@ def source_from_model(model: keras.Model, eval_preprocessing: EvalPreprocessing 
                         weight_source={"kind": "keras_model", "name": model.name})
 
 
-def source_from_run(run_dir: str | os.PathLike, *, include_top: bool = True) -> ExportSource:
+def source_from_run(run_dir: str | os.PathLike, *, include_top: bool = True,
+                    classes: int | None = None, image_size: int | None = None) -> ExportSource:
     """An ``ExportSource`` for a training run directory (its EMA weights, class names, settings).
+
+    A run brings its own classifier and input size: ``classes`` / ``image_size``, when given,
+    must be the run's (checked before any model loads, whether the run finished or left only a
+    checkpoint).
 
     Raises:
         keras_effnet.run_dir.NotARunDirectory: no ``run.json`` (a ``FileNotFoundError``).
-        ValueError: a damaged run directory.
+        ValueError: a damaged run directory, or ``classes`` / ``image_size`` not the run's.
     """
     run = RunDirectory(run_dir)
-    run.read_metadata()  # fails fast, naming what is missing, before any model loads
+    # Fails fast, naming what is missing, before any model loads.
+    _check_run_request(run, run.read_metadata(), classes=classes, image_size=image_size)
     model, metadata, loaded = training.load_run_model(run.path, use_ema=True)
     weight_source = {**loaded, "kind": "model_dir", "model_dir": run.path,
                      "ema": bool(loaded.get("ema", metadata.ema)),
@@ -122,6 +128,24 @@ def source_from_run(run_dir: str | os.PathLike, *, include_top: bool = True) -> 
         labels=list(metadata.class_names) if include_top else [],
         weight_source=weight_source, weight_decay=weight_decay, protected=(run.path,),
         representative_data=_run_images(run, metadata.eval_preprocessing))
+
+
+def _check_run_request(run: RunDirectory, metadata: RunMetadata, *, classes: int | None = None,
+                       image_size: int | None = None) -> None:
+    """Refuse ``classes`` / ``image_size`` (the export flags) that are not the run's own."""
+    if classes is not None and int(classes) != metadata.num_classes:
+        names = ", ".join(metadata.class_names[:5])
+        more = ", ..." if metadata.num_classes > 5 else ""
+        raise ValueError(
+            f"--classes {classes} does not match run {run.path!r}: it has "
+            f"{metadata.num_classes} classes ({LABELS_FILE}: {names}{more}); a run "
+            "exports its own classifier and class names: drop --classes (to change the classes, "
+            "fine-tune a new run from this one)")
+    resolution = metadata.eval_preprocessing.resolution
+    if image_size is not None and int(image_size) != resolution:
+        raise ValueError(
+            f"--image_size {image_size} does not match run {run.path!r}: its model takes "
+            f"{resolution} x {resolution} images ({METADATA_FILE}); drop --image_size")
 
 
 def _run_config(run: RunDirectory):
@@ -231,14 +255,18 @@ def load_source(model: str | ModelSpec | None = None, *, weights: str | None = N
                 image_size: int | None = None, include_top: bool = True) -> ExportSource:
     """The model to export from ``model`` + ``weights`` (file or set name) or a ``model_dir``.
 
+    ``classes`` / ``image_size`` build the variant; with ``model_dir`` they must be the run's.
+
     Raises:
-        ValueError: neither or both sources, or an unknown variant.
+        ValueError: neither or both sources, an unknown variant, or ``classes`` /
+            ``image_size`` that a run directory contradicts.
         FileNotFoundError: a missing weight file or run directory.
     """
     if model_dir is not None and weights is not None:
         raise ValueError("pass either weights= (with a variant) or model_dir=, not both")
     if model_dir is not None:
-        return source_from_run(model_dir, include_top=include_top)
+        return source_from_run(model_dir, include_top=include_top, classes=classes,
+                               image_size=image_size)
     if model is None:
         raise ValueError("nothing to export: pass a variant name with weights=PATH (or a weight "
                          "set name such as 'imagenet'), or model_dir=DIR of a training run")

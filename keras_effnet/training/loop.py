@@ -2,7 +2,7 @@
 
 ``Trainer(config)`` checks the job before anything heavy; ``train()`` runs (or resumes) it to
 ``schedule.epochs`` and ``evaluate()`` reports top-1/top-5 with the EMA weights. The model,
-optimiser and steps are the ``TrainingTask``'s.
+optimiser and steps (and a frozen warm-up's switch) are the ``TrainingTask``'s.
 """
 
 from __future__ import annotations
@@ -264,12 +264,11 @@ class Trainer:
     def _train(self) -> dict:
         rt = self.config.runtime
         iterator, restored = self._start()
-        train_fn = tf.function(self._train_step, jit_compile=rt.jit_compile)
         writers = self._summary_writers()
         previous = self._install_signal_handler()
         step = int(self.task.step.numpy())
         last_saved = step if restored is not None else -1
-        last_eval = None
+        train_fn = last_eval = None  # train_fn: traced at the first step, again when unfrozen
         start_step, start_time = step, time.time()
         self._first_loss = None
         # Console progress (a bar per epoch in a terminal; one plain line per epoch when not a
@@ -281,6 +280,8 @@ class Trainer:
             interactive=None if rt.progress_bar else False)
         try:
             while step < self.stop_step:
+                if self.task.set_trainable_for(step) or train_fn is None:
+                    train_fn = tf.function(self._train_step, jit_compile=rt.jit_compile)
                 tick = time.time()
                 outputs = train_fn(iterator)
                 loss = float(outputs["loss"]) / self.num_replicas
@@ -369,7 +370,7 @@ class Trainer:
         result["step"] = step
         if not math.isfinite(result["loss"]):
             raise self._diverged(step, f"non-finite evaluation loss ({result['loss']})")
-        logger.info("step %d: eval top-1 %.4f top-5 %.4f loss %.4f (%d examples, EMA %s)", step,
+        logger.debug("step %d: eval top-1 %.4f top-5 %.4f loss %.4f (%d examples, EMA %s)", step,
                     result["top1"], result["top5"], result["loss"], result["examples"],
                     result["ema"])
         if getattr(self, "_report", None) is not None:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet import finetune, optim
+from keras_effnet import finetune, optim, remat
 from keras_effnet import weights as weight_sets
 from keras_effnet.config import Config, ModelConfig
 from keras_effnet.model import EfficientNet
@@ -70,12 +70,68 @@ def model_normalization(spec: ModelSpec, weights: str | None) -> str:
     return spec.normalization
 
 
+def check_fine_tuning(config: Config) -> None:
+    """Refuse contradictory freezing and layer-decay keys (``TrainingTask`` does, before
+    anything is built)."""
+    mc, layer_decay = config.model, config.optimizer.layer_decay
+    if mc.frozen_epochs < 0:
+        raise ValueError(f"model.frozen_epochs must be >= 0, got {mc.frozen_epochs} (0: never "
+                         "frozen)")
+    if mc.freeze_backbone and mc.frozen_epochs > 0:
+        raise ValueError(
+            f"model.freeze_backbone=true freezes the backbone for the whole run, but "
+            f"model.frozen_epochs={mc.frozen_epochs:g} unfreezes it after {mc.frozen_epochs:g} "
+            "epochs: set one of them (frozen_epochs alone for a frozen warm-up followed by the "
+            "whole network)")
+    if mc.freeze_up_to is not None:
+        if not (mc.freeze_backbone or mc.frozen_epochs > 0):
+            raise ValueError(
+                f"model.freeze_up_to={mc.freeze_up_to!r} freezes nothing without "
+                "model.frozen_epochs > 0 (a frozen warm-up) or model.freeze_backbone=true "
+                "(frozen for the whole run)")
+        if mc.freeze_up_to not in finetune.STAGES:
+            raise ValueError(f"model.freeze_up_to={mc.freeze_up_to!r} is not a stage; use one "
+                             f"of {', '.join(finetune.STAGES)} (or null for the whole backbone)")
+    if mc.unfreeze_batch_norm and not mc.frozen_epochs > 0:
+        raise ValueError("model.unfreeze_batch_norm=true only applies when the backbone is "
+                         "unfrozen after model.frozen_epochs; set frozen_epochs > 0 or drop it")
+    if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"optimizer.layer_decay must be in (0, 1] (timm uses 0.65-0.75) or "
+                         f"null for none, got {layer_decay}")
+
+
+def unfreeze_step(model_config: ModelConfig, steps_per_epoch: int,
+                  total_steps: int) -> int | None:
+    """The step at which a frozen warm-up ends: ``int(frozen_epochs * steps_per_epoch)`` in the
+    loop's whole-step epochs; None without one.
+
+    Raises:
+        ValueError: the warm-up is shorter than a step or lasts the whole run.
+    """
+    epochs = model_config.frozen_epochs
+    if not epochs > 0:
+        return None
+    step = int(epochs * steps_per_epoch)
+    if step < 1:
+        raise ValueError(f"model.frozen_epochs={epochs:g} is shorter than one step "
+                         f"({steps_per_epoch} steps per epoch); use at least "
+                         f"{1 / steps_per_epoch:.3g} or 0 for no frozen warm-up")
+    if step >= total_steps:
+        raise ValueError(f"model.frozen_epochs={epochs:g} ({step} steps) lasts the whole run of "
+                         f"{total_steps} steps, so the backbone would never train; use "
+                         "model.freeze_backbone=true to train only the head, or fewer frozen "
+                         "epochs")
+    return step
+
+
 def build_network(model_config: ModelConfig, spec: ModelSpec, num_classes: int, image_size: int,
                   normalization: str, *, for_training: bool = True) -> keras.Model:
     """The (uninitialised) network of a run, with a LOGITS head.
 
-    ``for_training`` applies ``freeze_backbone`` and ``sync_batch_norm``; the exported copy is
-    built without them (float32, plain batch norm).
+    ``for_training`` applies ``freeze_backbone`` (up to ``freeze_up_to``) and
+    ``sync_batch_norm``; the exported copy is built without them (float32, plain batch norm).
+    A frozen warm-up (``frozen_epochs``) is the ``TrainingTask``'s: the network comes back
+    trainable, so the optimiser and the EMA cover every variable the run will train.
     """
     # A new head starts at zero (uniform predictions, loss ln(classes); Big Transfer,
     # Kolesnikov et al. 2020, section 3.3): the fan-out initialiser suits 1000 classes and made
@@ -87,7 +143,8 @@ def build_network(model_config: ModelConfig, spec: ModelSpec, num_classes: int, 
                          dropout_rate=model_config.dropout_rate, normalization=normalization,
                          classifier_initializer="zeros" if new_head else None)
     if for_training and model_config.freeze_backbone:
-        finetune.freeze(model)  # batch norm of the frozen backbone runs in inference mode
+        # batch norm of the frozen backbone runs in inference mode
+        finetune.freeze(model, up_to=model_config.freeze_up_to)
     if for_training and model_config.sync_batch_norm:
         for layer in optim.all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -123,11 +180,14 @@ def schedule_steps(config: Config, num_train_examples: int,
 
 
 def build_optimizer(config: Config, steps: optim.ScheduleSteps, global_batch: int,
-                    total_steps: int | None = None):
+                    total_steps: int | None = None,
+                    learning_rate_multipliers: dict[str, float] | None = None):
     """Optimiser with the scaled learning-rate schedule (wrapped for loss scaling in float16).
 
     ``steps`` gives the warm-up and decay lengths; ``total_steps`` (default ``steps.total_steps``)
-    is where the cosine schedule ends.
+    is where the cosine schedule ends. ``learning_rate_multipliers`` (variable path -> factor,
+    ``finetune.layer_decay_multipliers``) scale each variable's rate
+    (``finetune.scale_learning_rates``); build the optimiser afterwards.
     """
     oc, sc = config.optimizer, config.schedule
     peak = optim.scaled_learning_rate(oc.lr_per_256, global_batch)
@@ -150,6 +210,8 @@ def build_optimizer(config: Config, steps: optim.ScheduleSteps, global_batch: in
         optimizer = keras.optimizers.SGD(schedule, momentum=oc.momentum, nesterov=True, **extra)
     else:
         optimizer = keras.optimizers.Adam(schedule, epsilon=oc.epsilon, **extra)
+    if learning_rate_multipliers is not None:
+        finetune.scale_learning_rates(optimizer, learning_rate_multipliers)
     if config.runtime.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer, schedule
@@ -188,6 +250,11 @@ class TrainingTask:
     (only when a run starts fresh: a resumed run restores everything from its checkpoint).
     ``steps_per_epoch`` (whole steps) marks the loop's epochs; the learning-rate schedule uses
     ``schedule_steps`` (the original's float epoch), and ``total_steps`` ends the cosine.
+
+    A frozen warm-up (``model.frozen_epochs``) freezes the backbone before ``unfreeze_step`` and
+    unfreezes it from then on (``set_trainable_for``; the loop traces its train step again). The
+    optimiser slots and the EMA cover the whole network from the start, so checkpoints hold
+    the same state before and after the switch and a resumed run derives its phase from the step.
     """
 
     def __init__(self, config: Config, spec: ModelSpec, facts: DatasetFacts, image_size: int,
@@ -203,6 +270,9 @@ class TrainingTask:
         self.global_batch = global_batch
         self.num_replicas = num_replicas
         self.schedule_steps = schedule_steps(config, facts.num_train_examples, global_batch)
+        check_fine_tuning(config)
+        self.unfreeze_step = unfreeze_step(config.model, steps_per_epoch, total_steps)
+        self.frozen: bool | None = None  # the phase the model is in (None: not set yet)
 
     def build(self, initial_weights: bool) -> None:
         cfg = self.config
@@ -210,8 +280,18 @@ class TrainingTask:
                                    self.normalization)
         if initial_weights and cfg.model.weights is not None:
             initialise_weights(self.model, cfg.model.weights, self.spec, cfg.model.new_head)
+        # Gradient checkpointing: the same model and variables, each block recomputed in the
+        # backward pass (keras_effnet.remat; docs/performance.md, "Gradient checkpointing").
+        self.forward = (remat.checkpointed_forward(self.model, self.spec)
+                        if cfg.runtime.gradient_checkpointing else self.model)
+        multipliers = None
+        if cfg.optimizer.layer_decay is not None:
+            multipliers = finetune.layer_decay_multipliers(self.model, cfg.optimizer.layer_decay)
         self.optimizer, self.schedule = build_optimizer(
-            cfg, self.schedule_steps, self.global_batch, self.total_steps)
+            cfg, self.schedule_steps, self.global_batch, self.total_steps,
+            learning_rate_multipliers=multipliers)
+        # Everything trainable now, the backbone of a frozen warm-up included (it is frozen
+        # below): its slots exist, and are checkpointed, from step 0.
         self.optimizer.build(self.model.trainable_variables)
         self.ema = make_ema(self.model, cfg)  # after the initial weights: it starts from them
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
@@ -220,6 +300,7 @@ class TrainingTask:
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.decay_variables = optim.weight_decay_variables(
             self.model, include_biases=cfg.optimizer.weight_decay_biases)
+        self.set_trainable_for(0)
         # Keras does not checkpoint the seed-generator states: kept here, a resumed run draws
         # the same dropout / stochastic-depth masks as an uninterrupted one.
         random_state = tf.Module(name="random_state")
@@ -230,6 +311,29 @@ class TrainingTask:
             state["ema"] = self.ema
         self.state = tf.train.Checkpoint(**state)
 
+    def set_trainable_for(self, step: int) -> bool:
+        """Freeze the backbone before ``unfreeze_step``, unfreeze it from then on; True when the
+        trainable variables changed (a traced train step must be traced again).
+
+        The state depends only on ``step``: unfrozen, the layers that the warm-up froze train
+        again except their batch norm (kept frozen unless ``model.unfreeze_batch_norm``).
+        """
+        if self.unfreeze_step is None:
+            return False
+        frozen = step < self.unfreeze_step
+        if frozen == self.frozen:
+            return False
+        mc = self.config.model
+        finetune.freeze(self.model, up_to=mc.freeze_up_to)
+        if not frozen:
+            finetune.unfreeze(self.model, keep_batch_norm_frozen=not mc.unfreeze_batch_norm)
+            logger.info("step %d: the backbone is unfrozen (%d trainable variables)", step,
+                        len(self.model.trainable_variables))
+        self.frozen = frozen
+        self.decay_variables = optim.weight_decay_variables(
+            self.model, include_biases=self.config.optimizer.weight_decay_biases)
+        return True
+
     def learning_rate(self, iteration: int | None = None) -> float:
         """The learning rate of optimiser iteration ``iteration`` (default: the last one)."""
         if iteration is None:
@@ -239,7 +343,7 @@ class TrainingTask:
     def replica_train_step(self, images, labels) -> dict:
         optimizer_config = self.config.optimizer
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
+            logits = self.forward(images, training=True)
             per_example = cross_entropy(labels, logits, self.facts.num_classes,
                                         optimizer_config.label_smoothing)
             entropy = tf.reduce_sum(per_example) / float(self.global_batch)

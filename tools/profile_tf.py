@@ -1,0 +1,2 @@
+from keras_effnet.cli.profile_tf import run
+run()
