@@ -153,10 +153,9 @@ def run_cli(name, argv):
 
     The main's flags are defined first, as its ``run()`` does, and removed again afterwards
     (``restored_flags``), as is its logging set-up (``restored_logging``), so several command
-    lines can run in one test process. Flags are parsed
-    as ``absl.app.run`` parses them: a bad flag prints absl's message on stderr and gives exit
-    status 1, as the command line's process does. Saves the ~8 s of CPU a subprocess spends
-    importing TensorFlow.
+    lines can run in one test process. Flags are parsed as ``absl.app.run`` parses them: a bad
+    flag prints absl's message on stderr and gives exit status 1, as the command line's process
+    does. Saves the ~8 s of CPU a subprocess spends importing TensorFlow.
     """
     from absl import app  # noqa: PLC0415
 

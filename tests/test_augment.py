@@ -514,3 +514,30 @@ def test_level_to_argument_mapping(semantics):
                 signed = name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
                 want = call(sign * arg if signed else arg).numpy()
                 np.testing.assert_array_equal(got, want, err_msg=f"{name} level {level}")
+
+
+def test_integral_translate_equals_the_kernel():
+    """The crop-and-pad path of integral shifts gives the projective kernel's pixels, bit for bit
+    (both signs, both axes, beyond the image, eager and traced), and fractional shifts still
+    take the kernel."""
+    rng = np.random.RandomState(7)
+    shifts = [0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 0.4999, 16.0, -17.0, 19.0, -20.0, 23.0, 31.0,
+              -32.0, 33.0, 40.0, -40.0, 250.0, -250.0, 1e6, -1e6, 2.0**24, 3e9]
+    shifts += list(rng.randint(-45, 46, size=12).astype(float)) + list(rng.uniform(-40, 40, size=6))
+
+    def kernel(image, pixels, axis, replace):
+        offsets = [pixels, 0.0] if axis == 1 else [0.0, pixels]
+        return augment._transform(image, [1.0, 0.0, offsets[0], 0.0, 1.0, offsets[1], 0.0, 0.0],
+                                  replace)
+
+    traced = tf.function(lambda image, pixels, axis, replace: augment._translate(
+        image, pixels, axis, replace))
+    for index, array in enumerate(IMAGES + [rng.randint(0, 256, size=(224, 224, 3)).astype(np.uint8)]):
+        image = tf.constant(array)
+        for pixels in shifts:
+            pixels = tf.constant(pixels, tf.float32)
+            for axis in (0, 1):
+                replace = 128 if index % 2 else 7
+                want = kernel(image, pixels, axis, replace).numpy()
+                np.testing.assert_array_equal(augment._translate(image, pixels, axis, replace), want)
+                np.testing.assert_array_equal(traced(image, pixels, axis, replace), want)

@@ -1,10 +1,9 @@
 """The model on Keras' JAX and PyTorch backends: same weights, same outputs as TensorFlow.
 
-Each backend runs in a subprocess (Keras picks its backend once per process); both start
-together, so the 2 CI cores run them at once. The TensorFlow backend writes ``.weights.h5``
-files and reference logits; the subprocess imports keras_effnet (which must not pull in
-TensorFlow), builds the same models, loads the files (with Keras' ``load_weights`` and with
-``build_model(weights=path)``) and compares the logits.
+Each backend runs in a subprocess (Keras picks its backend once per process). The TensorFlow
+backend writes ``.weights.h5`` files and reference logits; the subprocess imports keras_effnet
+(which must not pull in TensorFlow), builds the same models, loads the files (with Keras'
+``load_weights`` and with ``build_model(weights=path)``) and compares the logits.
 """
 
 import importlib.util
@@ -21,7 +20,6 @@ import keras_effnet
 from helpers import randomized_batch_norm
 
 VARIANTS = ("b0", "lite0")
-BACKENDS = (("jax", "jax"), ("torch", "torch"))  # backend, the module it needs
 SIZE = 64
 CLASSES = 10
 
@@ -93,46 +91,24 @@ def reference(tmp_path_factory):
     return {"data": data, "weights": files}
 
 
-@pytest.fixture(scope="module")
-def checks(reference, tmp_path_factory):
-    """The CHECK of every installed backend, started together: backend -> (process, stdout
-    file, stderr file)."""
-    folder = tmp_path_factory.mktemp("checks")
-    started = {}
-    for backend, module in BACKENDS:
-        if importlib.util.find_spec(module) is None:
-            continue
-        config = dict(reference, backend=backend, variants=list(VARIANTS), size=SIZE,
-                      classes=CLASSES)
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-                   JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-        if backend == "jax":
-            # Each random initialiser of a new weight shape is an XLA compile on JAX (B0: 164,
-            # 45 of the check's 65 s of CPU, for values the weight files then replace);
-            # unoptimised code compiles in half the time and runs these batches of 2 as well.
-            env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
-                                                      "--xla_backend_optimization_level=0"]))
-        out, err = folder / f"{backend}.out", folder / f"{backend}.err"
-        with open(out, "w") as stdout, open(err, "w") as stderr:
-            process = subprocess.Popen([sys.executable, "-c", CHECK, json.dumps(config)],
-                                       env=env, stdout=stdout, stderr=stderr, text=True)
-        started[backend] = (process, out, err)
-    yield started
-    for process, _, _ in started.values():
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-@pytest.mark.parametrize("backend, module", BACKENDS)
-def test_backend_matches_tensorflow(checks, backend, module):
-    if backend not in checks:
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_backend_matches_tensorflow(reference, backend, module):
+    if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (pip install 'jax[cpu]' / torch)")
-    process, out, err = checks[backend]
-    returncode = process.wait(timeout=300)
-    stdout, stderr = out.read_text(), err.read_text()
-    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
-    line = next(l for l in stdout.splitlines() if l.startswith("REPORT "))
+    config = dict(reference, backend=backend, variants=list(VARIANTS), size=SIZE,
+                  classes=CLASSES)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    if backend == "jax":
+        # Each random initialiser of a new weight shape is an XLA compile on JAX (B0: 164 of
+        # them, 45 of the check's 65 s of CPU, for values the weight files then replace);
+        # unoptimised code compiles in half the time and runs these batches of 2 as fast.
+        env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                  "--xla_backend_optimization_level=0"]))
+    result = subprocess.run([sys.executable, "-c", CHECK, json.dumps(config)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("REPORT "))
     report = json.loads(line.removeprefix("REPORT "))
     assert set(report["max_error"]) == set(VARIANTS)
     assert not report["tensorflow_imported"], (

@@ -225,6 +225,7 @@ def legacy_h5(tmp_path_factory):
     """A keras.applications B0 weight file written by tf_keras (Keras 2), as published:
     ImageNet mean in ``normalization/mean``, the std in ``normalization/variance``."""
     tf_keras = pytest.importorskip("tf_keras", reason="tf_keras writes the legacy .h5 fixture")
+    tf_keras.backend.clear_session()  # layer names as published ("normalization", not "_1")
     model = tf_keras.applications.EfficientNetB0(weights=None, classifier_activation=None)
     rng = np.random.default_rng(1)
     model.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") if w.ndim else w

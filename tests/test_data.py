@@ -161,6 +161,39 @@ def test_tfrecord_source_with_one_based_labels(tmp_path):
         data.make_dataset(f"tfrecord:{tmp_path}/nope-*", "train", image_size=SIZE, batch_size=2, training=True)
 
 
+def test_garbage_tfrecords_fail_when_the_dataset_is_built(tmp_path):
+    """Unreadable records used to be dropped one by one: zero batches and no error (issue 13).
+    The builder reads the first record of the first and the last file and names the bad one."""
+    _write_records(tmp_path / "train-0", [0, 1])
+    (tmp_path / "train-1").write_bytes(os.urandom(256))  # not TFRecord framing
+    with tf.io.TFRecordWriter(str(tmp_path / "other-0")) as writer:
+        writer.write(b"\x0a\xff\xff not a serialized Example")
+    renamed = tf.train.Example(features=tf.train.Features(feature={
+        "image/raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"pixels"])),
+        "image/class/label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"cat"]))}))
+    with tf.io.TFRecordWriter(str(tmp_path / "renamed-0")) as writer:
+        writer.write(renamed.SerializeToString())
+    cases = {
+        "train-*": ("train-1' holds no readable TFRecords of tf.train.Example "
+                    r"\(DataLossError: corrupted record.*make the glob match only those"),
+        "other-*": "first record of .*other-0' is not a tf.train.Example",
+        "renamed-*": ("first record of .*renamed-0' has no image/encoded and no image/class/label "
+                      r"feature as expected \(it has: image/class/label \(1 of bytes_list\), "
+                      r"image/raw \(1 of bytes_list\)\)"),
+    }
+    for glob, message in cases.items():
+        for training in (True, False):
+            with pytest.raises(ValueError, match=message):
+                data.make_dataset(f"tfrecord:{tmp_path}/{glob}", "train", image_size=SIZE, batch_size=2,
+                                  training=training)
+    # An empty shard among good ones is not an error; the good records all arrive.
+    (tmp_path / "train-1").write_bytes(b"")
+    _write_records(tmp_path / "train-2", [1])
+    ds = data.make_dataset(f"tfrecord:{tmp_path}/train-*", "train", image_size=SIZE, batch_size=2,
+                           training=False)
+    assert _count(ds) == 3
+
+
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tfds"))

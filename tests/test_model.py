@@ -1,5 +1,6 @@
 """The builder: published parameter counts, keras.applications parity, saving, precision, features."""
 
+import functools
 import re
 
 import numpy as np
@@ -29,9 +30,22 @@ OTHER_PARAMS = {"b8": 87.8, "lite0": 4.7, "lite1": 5.4, "lite2": 6.1, "lite3": 8
 PUBLISHED_PRECISION = {"l2": 5.0}
 
 
+@functools.lru_cache(maxsize=None)
+def parity_model(variant: str) -> keras.Model:
+    """Our ``variant`` with its top at 64 px, logits: built once for the parameter count and the
+    keras.applications parity (B7 takes ~10 s of CPU to build)."""
+    return keras_effnet.build_model(variant, input_shape=(64, 64, 3), classifier_activation=None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_parity_models():
+    yield
+    parity_model.cache_clear()
+
+
 @pytest.mark.parametrize("variant", list(KERAS_PARAMS))
 def test_exact_parameter_counts(variant):
-    with_top = keras_effnet.build_model(variant, input_shape=(32, 32, 3))
+    with_top = parity_model(variant)  # the count does not depend on the input size
     without_top = keras_effnet.build_model(variant, include_top=False)
     assert (with_top.count_params(), without_top.count_params()) == KERAS_PARAMS[variant]
 
@@ -74,7 +88,7 @@ def test_interchangeable_with_keras_applications(variant):
     """Same layer names, same weight order and shapes, same logits given the same weights."""
     reference = getattr(keras.applications, f"EfficientNet{variant.upper()}")(
         weights=None, input_shape=(64, 64, 3), classifier_activation=None)
-    ours = keras_effnet.build_model(variant, input_shape=(64, 64, 3), classifier_activation=None)
+    ours = parity_model(variant)
     # keras.applications' normalisation layer is auto-named (normalization_1 ... in one session).
     def paths(model):
         return [re.sub(r"^normalization_\d+/", "normalization/", w.path) for w in model.weights]

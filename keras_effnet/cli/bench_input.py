@@ -1,7 +1,7 @@
 """Input-pipeline throughput: can decoding + cropping + augmentation keep up with training?
 
     keras-effnet-bench-input
-    keras-effnet-bench-input --image_size 224 --augments none,autoaugment,randaugment --batches 20
+    keras-effnet-bench-input --image_size 224 --augments none,autoaugment,randaugment --batches 20 --rounds 5
 
 Writes synthetic ImageNet-like JPEGs (crops of scikit-image's bundled photos chelsea,
 coffee and astronaut at ~500x375, quality 90; no network) into a temporary class
@@ -39,8 +39,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("randaugment_magnitude", 10, "RandAugment M.", **again)
     flags.DEFINE_integer("num_images", 48, "Distinct synthetic JPEGs written.", **again)
     flags.DEFINE_integer("batch_size", 32, "Batch size.", **again)
-    flags.DEFINE_integer("batches", 10, "Timed batches per measurement (after 2 warm-up batches).",
+    flags.DEFINE_integer("batches", 10, "Timed batches per round (after 2 warm-up batches).",
                          **again)
+    flags.DEFINE_integer("rounds", 3, "Timed rounds of --batches per measurement; the median is "
+                         "printed (single rounds move by 10-20 % on a shared machine).", **again)
     flags.DEFINE_boolean("per_core", True, "Also measure a single core.", **again)
     common.show_in_help(sys.modules[__name__])
 
@@ -76,7 +78,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as directory:
         write_synthetic_jpegs(directory, FLAGS.num_images)
         print(f"input pipeline, {FLAGS.num_images} JPEGs ~500x375 -> {FLAGS.image_size}px, "
-              f"batch {FLAGS.batch_size}, {cores} cores, TF {tf.__version__}")
+              f"batch {FLAGS.batch_size}, {cores} cores, TF {tf.__version__}, median of "
+              f"{FLAGS.rounds} rounds of {FLAGS.batches} batches")
         print(f"{'augment':<13}{'1 thread img/s':>15}{'all cores img/s':>17}{'img per CPU-s':>15}")
         for name in FLAGS.augments:
             augment = None if name == "none" else name
@@ -91,8 +94,9 @@ def main(argv: list[str]) -> int:
             single = float("nan")
             if FLAGS.per_core:
                 single, _ = data.measure_throughput(pipeline(num_parallel_calls=1, threadpool_size=1),
-                                                    FLAGS.batches, warmup_batches=2)
-            total, per_cpu_second = data.measure_throughput(pipeline(), FLAGS.batches, warmup_batches=2)
+                                                    FLAGS.batches, warmup_batches=2, rounds=FLAGS.rounds)
+            total, per_cpu_second = data.measure_throughput(pipeline(), FLAGS.batches, warmup_batches=2,
+                                                            rounds=FLAGS.rounds)
             print(f"{name:<13}{single:>15.1f}{total:>17.1f}{per_cpu_second:>15.1f}", flush=True)
         print("1 thread: one map call on one tf.data thread (wall clock). all cores: AUTOTUNE. "
               "img per CPU-s: images per CPU-second used = the per-core rate, also on a shared machine.")

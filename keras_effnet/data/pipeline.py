@@ -12,6 +12,7 @@ the data is sharded across input pipelines and ``batch_size`` is the PER-REPLICA
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 import time
 from typing import Sequence
@@ -20,9 +21,9 @@ import tensorflow as tf
 
 from keras_effnet import augment as augment_lib
 from keras_effnet import preprocessing
-from keras_effnet.data.sources import (AUTOTUNE, check_tfds_split, eval_preprocessing_for, list_folder,
-                                       parse_source, parse_tfrecord, tfds_builder, tfrecord_files,
-                                       train_defaults_for)
+from keras_effnet.data.sources import (AUTOTUNE, check_tfds_split, check_tfrecords, eval_preprocessing_for,
+                                       list_folder, parse_source, parse_tfrecord, tfds_builder,
+                                       tfrecord_files, train_defaults_for)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def _records(kind: str, arg: str, split: str, *, training: bool, data_dir, seed,
         ds = ds.map(lambda path, label: (tf.io.read_file(path), label, path), num_parallel_calls=AUTOTUNE)
         return ds, len(names)
     files = tfrecord_files(arg, split)
+    check_tfrecords(files, f"tfrecord:{arg}")  # the pipeline would drop unreadable records one by one
     file_ds = tf.data.Dataset.from_tensor_slices(files)
     by_files = len(files) >= num_pipelines
     if num_pipelines > 1 and by_files:
@@ -189,9 +191,10 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
         pool (None: shared pool); used by ``keras-effnet-bench-input`` to measure one core.
 
     Raises:
-      ValueError / FileNotFoundError before any data is read, for an unknown source, a
-      missing dataset, split or folder, an empty dataset or class folder, or
-      num_classes smaller than the dataset's. A label out of range raises
+      ValueError / FileNotFoundError before the pipeline runs, for an unknown source, a
+      missing dataset, split or folder, an empty dataset or class folder, TFRecord files
+      whose first record is not an ImageNet-format tf.train.Example (the first and the
+      last file are read), or num_classes smaller than the dataset's. A label out of range raises
       InvalidArgumentError naming the label when its element is produced.
     """
     kind, arg = parse_source(source)
@@ -303,19 +306,25 @@ def make_dataset(source: str, split: str, *, image_size: int, batch_size: int, t
 
 
 def measure_throughput(dataset: tf.data.Dataset, num_batches: int = 20,
-                       warmup_batches: int = 3) -> tuple[float, float]:
+                       warmup_batches: int = 3, rounds: int = 1) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU-second of this process) of `dataset`.
 
     The CPU-second figure is what one fully used core delivers, even on a shared machine.
-    The first `warmup_batches` (tracing, buffer filling) are not timed.
+    The first `warmup_batches` (tracing, buffer filling) are not timed. With `rounds` > 1,
+    `rounds` consecutive windows of `num_batches` are timed and the medians returned (other
+    load on a shared machine moves single windows by 10-20 %).
     """
     iterator = iter(dataset)
     for _ in range(warmup_batches):
         next(iterator)
-    images = 0
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(num_batches):
-        batch_images, _ = next(iterator)
-        images += int(batch_images.shape[0])
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return images / wall, images / max(cpu, 1e-9)
+    per_wall, per_cpu = [], []
+    for _ in range(rounds):
+        images = 0
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(num_batches):
+            batch_images, _ = next(iterator)
+            images += int(batch_images.shape[0])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        per_wall.append(images / wall)
+        per_cpu.append(images / max(cpu, 1e-9))
+    return statistics.median(per_wall), statistics.median(per_cpu)

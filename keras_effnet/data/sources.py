@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import zlib
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from keras_effnet import preprocessing
 
@@ -274,6 +276,52 @@ def tfrecord_files(pattern: str, split: str) -> list[str]:
     if all(tf.io.gfile.stat(f).length == 0 for f in files):
         raise ValueError(f"All TFRecord files matching {pattern!r} are empty.")
     return files
+
+
+_FEATURE_KINDS = {"image/encoded": "bytes_list", "image/class/label": "int64_list"}
+
+
+def check_tfrecords(files: list[str], source: str) -> None:
+    """Refuse files whose first record is not an ImageNet-format tf.train.Example, naming the file.
+
+    Reads one record of the first and of the last file (sorted), so a glob that matches other
+    files, or records written with other feature names, fail here with the file and the fix
+    instead of being dropped one by one by the pipeline (which then yields no batch at all).
+    """
+    expected = ("ImageNet-format tf.train.Example records: image/encoded (1 of bytes_list), "
+                "image/class/label (1 of int64_list)")
+    for path in dict.fromkeys([files[0], files[-1]]):
+        try:
+            with tf.init_scope():  # eagerly, also when the dataset is built inside a tf.function
+                first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+                first = None if first is None else first.numpy()
+        except tf.errors.OpError as error:  # DataLossError: not TFRecord framing (or compressed)
+            message = getattr(error, "message", str(error)).strip().splitlines()[0]
+            message = re.sub(r"\s*\[Op:.*$", "", re.sub(r"\{\{.*?\}\}\s*", "", message))
+            raise ValueError(f"{path!r} holds no readable TFRecords of tf.train.Example "
+                             f"({type(error).__name__}: {message}); source {source!r} needs "
+                             f"uncompressed TFRecord files of {expected}: make the glob match only "
+                             "those") from None
+        if first is None:  # an empty file: nothing to check
+            continue
+        example = tf.train.Example()
+        try:
+            example.ParseFromString(first)
+        except DecodeError:
+            raise ValueError(f"the first record of {path!r} is not a tf.train.Example; source "
+                             f"{source!r} reads {expected}") from None
+        features = example.features.feature
+        def describe(feature):
+            kind = feature.WhichOneof("kind")
+            return f"{len(getattr(feature, kind).value) if kind else 0} of {kind}"
+
+        wrong = [name for name, kind in _FEATURE_KINDS.items()
+                 if name not in features or describe(features[name]) != f"1 of {kind}"]
+        if wrong:
+            found = ", ".join(f"{name} ({describe(features[name])})" for name in sorted(features))
+            raise ValueError(f"the first record of {path!r} has no {' and no '.join(wrong)} feature "
+                             f"as expected (it has: {found or 'no features'}); source {source!r} "
+                             f"reads {expected}: write the records with those features")
 
 
 def parse_tfrecord(record: tf.Tensor, label_offset: int):
