@@ -281,6 +281,12 @@ def tfrecord_files(pattern: str, split: str) -> list[str]:
 _FEATURE_KINDS = {"image/encoded": "bytes_list", "image/class/label": "int64_list"}
 
 
+def _describe(feature: tf.train.Feature) -> str:
+    """How many values of which kind a tf.train.Feature holds, e.g. "1 of bytes_list"."""
+    kind = feature.WhichOneof("kind")
+    return f"{len(getattr(feature, kind).value) if kind else 0} of {kind}"
+
+
 def check_tfrecords(files: list[str], source: str) -> None:
     """Refuse files whose first record is not an ImageNet-format tf.train.Example, naming the file.
 
@@ -311,14 +317,10 @@ def check_tfrecords(files: list[str], source: str) -> None:
             raise ValueError(f"the first record of {path!r} is not a tf.train.Example; source "
                              f"{source!r} reads {expected}") from None
         features = example.features.feature
-        def describe(feature):
-            kind = feature.WhichOneof("kind")
-            return f"{len(getattr(feature, kind).value) if kind else 0} of {kind}"
-
         wrong = [name for name, kind in _FEATURE_KINDS.items()
-                 if name not in features or describe(features[name]) != f"1 of {kind}"]
+                 if name not in features or _describe(features[name]) != f"1 of {kind}"]
         if wrong:
-            found = ", ".join(f"{name} ({describe(features[name])})" for name in sorted(features))
+            found = ", ".join(f"{name} ({_describe(features[name])})" for name in sorted(features))
             raise ValueError(f"the first record of {path!r} has no {' and no '.join(wrong)} feature "
                              f"as expected (it has: {found or 'no features'}); source {source!r} "
                              f"reads {expected}: write the records with those features")
