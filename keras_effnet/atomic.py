@@ -92,14 +92,18 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically and fsync-ed."""
-    with atomic_path(path, ".json") as tmp:
+def write_text(path: str | os.PathLike, text: str, suffix: str = "") -> None:
+    """Write ``text`` (UTF-8), atomically and fsync-ed: a reader never sees half a file."""
+    with atomic_path(path, suffix) as tmp:
         with open(tmp, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically and fsync-ed."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n", ".json")
 
 
 def save_keras(model, path: str | os.PathLike) -> None:

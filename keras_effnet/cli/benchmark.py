@@ -18,7 +18,7 @@ import sys
 
 from absl import app, flags
 
-from keras_effnet import benchmark
+from keras_effnet import atomic, benchmark
 from keras_effnet.benchmark.memory import checkpointing_markdown, compare_checkpointing
 from keras_effnet.cli import common
 
@@ -105,11 +105,9 @@ def main(argv: list[str]) -> int:
         report = f"`{command}`\n\n" + checkpointing_markdown(checkpointing, config, machine)
     print(report)
     if FLAGS.markdown_out:
-        with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:
-            handle.write(report)
+        atomic.write_text(FLAGS.markdown_out, report)
     if FLAGS.csv_out:
-        with open(FLAGS.csv_out, "w", encoding="utf-8") as handle:
-            handle.write(benchmark.to_csv(rows, memory))
+        atomic.write_text(FLAGS.csv_out, benchmark.to_csv(rows, memory))
     return 0
 
 

@@ -76,9 +76,7 @@ def main(argv: list[str]) -> int:
     report = header + "\n\n" + op_profile.to_markdown(profiles, top=FLAGS.top)
     print(report)
     if FLAGS.markdown_out:
-        with atomic.atomic_path(FLAGS.markdown_out) as path, open(path, "w",
-                                                                  encoding="utf-8") as stream:
-            stream.write(report)
+        atomic.write_text(FLAGS.markdown_out, report)
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from keras_effnet import data, export, imagenet, preprocessing, training
+from keras_effnet import atomic, data, export, imagenet, preprocessing, training
 from keras_effnet.cli import common
 from keras_effnet.run_dir import RunDirectory
 from keras_effnet.weights import convert
@@ -232,8 +232,8 @@ def run_report(run_dir: str, workdir: str, calibration_count: int = 64,
 
 def write_markdown(report: str) -> None:
     if FLAGS.markdown_out:
-        with open(FLAGS.markdown_out, "w", encoding="utf-8") as handle:
-            handle.write(f"`keras-effnet-report-int8 {' '.join(sys.argv[1:])}`\n\n{report}\n")
+        atomic.write_text(FLAGS.markdown_out,
+                          f"`keras-effnet-report-int8 {' '.join(sys.argv[1:])}`\n\n{report}\n")
 
 
 def main(argv: list[str]) -> int:
