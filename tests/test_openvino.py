@@ -28,6 +28,9 @@ def test_float32_ir_matches_keras_and_carries_the_metadata(tiny_model, tiny_imag
     path = ex.export(tiny_model, "openvino", tmp_path / "ov", eval_preprocessing=settings,
                      labels=labels)
     assert path.endswith("model.xml") and os.path.exists(path[:-4] + ".bin")
+    # float32 whatever the CPU: OpenVINO would pick bf16 by itself where the CPU has bf16 units.
+    compiled = ex.compile_openvino(path)
+    assert "float32" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     got = ex.openvino_predict(path, tiny_images)
     scale = max(1.0, float(np.abs(tiny_logits).max()))
     np.testing.assert_allclose(got, tiny_logits, atol=1e-4 * scale)

@@ -243,12 +243,13 @@ def test_records_without_labels_are_not_advised_label_offset(tmp_path):
     assert "label_offset" not in str(error.value)
 
 
-def test_imagenet_without_its_builder_dependencies_says_what_to_do(monkeypatch):
+def test_imagenet_without_its_builder_dependencies_says_what_to_do(monkeypatch, tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from keras_effnet.data.sources import tfds_builder  # noqa: PLC0415
+    from keras_effnet.data.tfds_source import tfds_builder  # noqa: PLC0415
 
     class Builder:
         data_dir = "/nowhere/imagenet2012"
+        data_dir_root = str(tmp_path)
 
         def is_prepared(self):
             return False

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from keras_effnet import augment as augment_lib
 from keras_effnet import preprocessing
-from keras_effnet.data.sources import (AUTOTUNE, check_tfds_split, check_tfrecords, eval_preprocessing_for,
-                                       list_folder, parse_source, parse_tfrecord, tfds_builder,
-                                       tfrecord_files, train_defaults_for)
+from keras_effnet.data.sources import (AUTOTUNE, check_tfrecords, eval_preprocessing_for, list_folder,
+                                       parse_source, parse_tfrecord, tfrecord_files, train_defaults_for)
+from keras_effnet.data.tfds_source import check_tfds_split, tfds_builder
 
 logger = logging.getLogger(__name__)
 

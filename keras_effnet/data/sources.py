@@ -17,6 +17,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from keras_effnet import preprocessing
+from keras_effnet.data.tfds_source import DIGITS_BUILDER, check_tfds_split, tfds_builder
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 VALIDATION_NAMES = ("validation", "val", "valid")
 SOURCE_KINDS = ("tfds", "folder", "tfrecord")
 DIGITS_SOURCE = "digits"
-DIGITS_BUILDER = "effnet_digits"
 # Per-source defaults that differ from the ImageNet recipe (tiny 32x32 digit images:
 # keep the whole image at evaluation, crop mildly, never mirror digits).
 DIGITS_DEFAULTS = {"crop_fraction": 1.0, "area_range": (0.5, 1.0), "flip": False}
@@ -79,57 +79,6 @@ def parse_source(source: str) -> tuple[str, str]:
             "'tfrecord:<glob>' or 'digits'."
         )
     return kind, arg
-
-
-# ---------------------------------------------------------------------------
-# TFDS
-
-
-def tfds_builder(name: str, data_dir: str | None, download: bool, manual_dir: str | None):
-    """A prepared TFDS builder for ``name`` (prepared now when ``download``)."""
-    # tensorflow_datasets takes seconds to import: only sources that use it pay for it.
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    if name == DIGITS_BUILDER:
-        # Defining the builder class registers it with TFDS.
-        from keras_effnet.data.digits import EffnetDigits  # noqa: F401, PLC0415
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # DatasetNotFoundError and friends
-        raise ValueError(f"TFDS has no dataset {name!r} ({error}). Check the name: 'tfds:<name>'.") from error
-    if not builder.is_prepared():
-        if not download:
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; pass download=True "
-                "or run tfds.builder(name).download_and_prepare()."
-            )
-        config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-        logger.info("preparing TFDS dataset %r in %s", name, builder.data_dir)
-        try:
-            builder.download_and_prepare(download_config=config)
-        except ImportError as error:  # imagenet2012's builder needs importlib_resources
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} cannot be prepared here: its builder needs the Python "
-                f"package {getattr(error, 'name', None) or error} (pip install it), and "
-                "imagenet2012 also needs the ILSVRC2012 archives you download yourself in "
-                f"manual_dir (now {manual_dir or builder.data_dir + '/downloads/manual'}). Without "
-                "ImageNet, train on your own images: --dataset folder:<path> or "
-                "tfrecord:<glob>") from None
-        except AssertionError as error:  # tfds asserts on missing manual files (imagenet2012)
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} needs files you download yourself: {error} "
-                f"Put them in manual_dir (now {manual_dir or builder.data_dir + '/downloads/manual'})."
-            ) from error
-    return builder
-
-
-def check_tfds_split(builder, name: str, split: str) -> None:
-    """Refuse a split the builder lacks or that is empty, naming the ones it has."""
-    base = split.split("[")[0].split("+")[0]
-    if base not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has {sorted(builder.info.splits)}.")
-    if builder.info.splits[split].num_examples == 0:
-        raise ValueError(f"Split {split!r} of TFDS dataset {name!r} is empty.")
 
 
 # ---------------------------------------------------------------------------

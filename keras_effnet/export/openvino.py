@@ -5,6 +5,9 @@ through a plain SavedModel and ``openvino.convert_model``. Input float32 [B, S, 
 [0, 255] (apply the evaluation preprocessing first), output float32 logits [B, C].
 
 - ``float32``: the IR as converted; outputs match Keras to float32 rounding.
+  ``compile_openvino`` compiles it with ``INFERENCE_PRECISION_HINT = f32``: OpenVINO's CPU
+  plugin otherwise runs float32 models in bf16 on CPUs with bf16 units (measured on an AMD
+  EPYC with AVX512-BF16: logits off by up to 0.2 on the tiny test model).
 - ``bf16``: the same float32 IR marked ``keras_effnet/inference_precision = bf16`` in its
   ``rt_info`` (and ``quantization`` in metadata.json); ``compile_openvino`` passes it to
   OpenVINO as ``INFERENCE_PRECISION_HINT`` (OpenVINO 2026.4's CPU plugin ignores a
@@ -148,15 +151,21 @@ def export_openvino(model: keras.Model, output_path: str | os.PathLike, *,
 def compile_openvino(path: str | os.PathLike, *, precision: str | None = None,
                      threads: int | None = None, performance_hint: str = "LATENCY"):
     """``openvino.Core().compile_model`` for the CPU, in the precision the export recorded
-    (``bf16`` models) unless ``precision`` (``f32`` / ``bf16``) overrides it."""
+    (``bf16`` models) or ``f32`` (every other IR) unless ``precision`` (``f32`` / ``bf16``)
+    overrides it.
+
+    ``f32`` is passed explicitly: left unset, OpenVINO runs float32 and int8 models' float
+    parts in bf16 wherever the CPU has bf16 units, and the float32 export would no longer
+    match Keras there.
+    """
     ov = import_openvino()
     core = ov.Core()
     model = core.read_model(os.fspath(path))
-    if precision is None and model.has_rt_info(list(PRECISION_KEY)):
-        precision = str(model.get_rt_info(list(PRECISION_KEY)).astype(str))
-    config: dict[str, str] = {"PERFORMANCE_HINT": performance_hint}
-    if precision is not None:
-        config["INFERENCE_PRECISION_HINT"] = precision
+    if precision is None:
+        precision = (str(model.get_rt_info(list(PRECISION_KEY)).astype(str))
+                     if model.has_rt_info(list(PRECISION_KEY)) else "f32")
+    config: dict[str, str] = {"PERFORMANCE_HINT": performance_hint,
+                              "INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(int(threads))
     return core.compile_model(model, "CPU", config)
