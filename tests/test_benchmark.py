@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_effnet import benchmark
-from keras_effnet.benchmark import BenchmarkConfig, Measurement, Row, engines
+from keras_effnet.benchmark import BenchmarkConfig, Measurement, Row, engines, report
 from keras_effnet.scaling import compound_spec
 
 
@@ -104,6 +104,13 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_machine_description_and_peak_rss():
     info = benchmark.machine_description(threads=2)
     assert info["threads"] == "2" and int(info["cores"]) >= 1
+    assert info["cpu features"]  # the features found, or "unknown" off Linux
+    cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f "
+               "avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+               "flags\t\t: fpu sse avx2\n")
+    assert report.cpu_model_and_features(cpuinfo) == (
+        "AMD EPYC", ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+    assert report.cpu_model_and_features("") == (None, [])
     assert benchmark.peak_rss_mib() >= benchmark.rss_mib() * 0.5 > 0
 
 

@@ -11,22 +11,39 @@ from typing import Iterable, Sequence
 from keras_effnet.benchmark.timing import Row
 
 
+# The CPU features that decide which reduced-precision kernels engines can run (Linux flag names):
+# int8 dot products (VNNI), bfloat16 (AVX512-BF16, AMX) and wide vectors.
+SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                  "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_model_and_features(cpuinfo: str) -> tuple[str | None, list[str]]:
+    """The model name and the :data:`SPEED_FEATURES` present, from ``/proc/cpuinfo`` text."""
+    model, flags = None, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, [feature for feature in SPEED_FEATURES if feature in flags]
+
+
 def machine_description(threads: int | None = None) -> dict[str, str]:
     """The machine and software a report was measured on."""
-    cpu = platform.processor() or platform.machine()
+    cpu, features = platform.processor() or platform.machine(), []
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+            model, features = cpu_model_and_features(handle.read())
+        cpu = model or cpu
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": str(os.cpu_count()),
+    info = {"cpu": cpu, "cpu features": " ".join(features) or "unknown",
+            "cores": str(os.cpu_count()),
             "load average (1, 5, 15 min)": " ".join(f"{v:.2f}" for v in os.getloadavg()),
             "threads": "framework default" if threads is None else str(threads),
             "python": platform.python_version()}
-    for module in ("tensorflow", "keras", "onnxruntime", "torch"):
+    for module in ("tensorflow", "keras", "onnxruntime", "openvino", "torch"):
         try:
             info[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - optional packages
