@@ -106,7 +106,10 @@ def tfds_builder(name: str, data_dir: str | None, download: bool, manual_dir: st
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; pass download=True "
             "or run tfds.builder(name).download_and_prepare()."
         )
-    with _prepare_lock(os.fspath(builder.data_dir_root), name):
+    # data_dir_root: the TFDS directory the builder writes under (the given one or TFDS's default).
+    root = getattr(builder, "data_dir_root", None) or data_dir or os.path.dirname(
+        os.path.dirname(builder.data_dir))
+    with _prepare_lock(os.fspath(root), name):
         with _quiet_tfds(quiet):
             # Another process may have prepared it while this one waited: a new builder reads
             # the split sizes it wrote.
