@@ -41,7 +41,7 @@ def _prepare_lock(root: str, name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_tfds(quiet: bool) -> Iterator[None]:
-    """Swallow TFDS's prints, progress bars and absl warnings while it prepares, if ``quiet``."""
+    """Swallow TFDS's prints, progress bars and absl warnings inside the block, if ``quiet``."""
     if not quiet:
         yield
         return
@@ -61,8 +61,7 @@ def _prepare(builder, name: str, manual_dir: str | None) -> None:
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     logger.info("preparing TFDS dataset %r in %s", name, builder.data_dir)
     try:
-        with _quiet_tfds(name == DIGITS_BUILDER):
-            builder.download_and_prepare(download_config=config)
+        builder.download_and_prepare(download_config=config)
     except ImportError as error:  # imagenet2012's builder needs importlib_resources
         raise FileNotFoundError(
             f"TFDS dataset {name!r} cannot be prepared here: its builder needs the Python "
@@ -91,31 +90,28 @@ def tfds_builder(name: str, data_dir: str | None, download: bool, manual_dir: st
     if name == DIGITS_BUILDER:
         # Defining the builder class registers it with TFDS.
         from keras_effnet.data.digits import EffnetDigits  # noqa: F401, PLC0415
-    quiet = name == DIGITS_BUILDER
-    try:
-        with _quiet_tfds(quiet):
+    with _quiet_tfds(name == DIGITS_BUILDER):
+        try:
             builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # DatasetNotFoundError and friends
-        raise ValueError(f"TFDS has no dataset {name!r} ({error}). Check the name: 'tfds:<name>'.") from error
-    with _quiet_tfds(quiet):
-        prepared = builder.is_prepared()
-    if prepared:
-        return builder
-    if not download:
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; pass download=True "
-            "or run tfds.builder(name).download_and_prepare()."
-        )
-    # data_dir_root: the TFDS directory the builder writes under (the given one or TFDS's default).
-    root = getattr(builder, "data_dir_root", None) or data_dir or os.path.dirname(
-        os.path.dirname(builder.data_dir))
-    with _prepare_lock(os.fspath(root), name):
-        with _quiet_tfds(quiet):
+        except Exception as error:  # DatasetNotFoundError and friends
+            raise ValueError(f"TFDS has no dataset {name!r} ({error}). "
+                             "Check the name: 'tfds:<name>'.") from error
+        if builder.is_prepared():
+            return builder
+        if not download:
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; pass download=True "
+                "or run tfds.builder(name).download_and_prepare()."
+            )
+        # data_dir_root: the TFDS directory the builder writes under (given, or TFDS's default).
+        root = getattr(builder, "data_dir_root", None) or data_dir or os.path.dirname(
+            os.path.dirname(builder.data_dir))
+        with _prepare_lock(os.fspath(root), name):
             # Another process may have prepared it while this one waited: a new builder reads
             # the split sizes it wrote.
             if builder.is_prepared():
                 return tfds.builder(name, data_dir=data_dir)
-        _prepare(builder, name, manual_dir)
+            _prepare(builder, name, manual_dir)
     return builder
 
 
